@@ -1,0 +1,46 @@
+# The two commands of the README: `make demo` and `make test`.
+# Everything lives inside the checkout: .venv/ and .airflow/ (both git-ignored).
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+
+.PHONY: install demo test lint typecheck unit docs bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv || true
+	if [ -x $(BIN)/uv ]; then \
+	  $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test,docs,cli]'; \
+	else \
+	  $(BIN)/python -m pip install --quiet -e '.[test,docs,cli]'; \
+	fi
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/python scripts/demo.py
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+docs: install
+	$(BIN)/mkdocs build --strict --site-dir $(CURDIR)/site
+
+test: lint typecheck unit docs
+
+bench: install
+	PATH="$(BIN):$$PATH" $(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) $(CURDIR)/.airflow site .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -1,0 +1,141 @@
+"""Typed results of IceProd calls. Each keeps the raw IceProd document in ``raw``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+DATASET_STATUSES = ("processing", "suspended", "errors", "complete")
+JOB_STATUSES = ("processing", "suspended", "errors", "complete")
+TASK_STATUSES = ("idle", "waiting", "queued", "processing", "suspended", "failed", "complete")
+ACTIVE_TASK_STATUSES = ("waiting", "queued", "processing")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    dataset_id: str
+    dataset: int
+    status: str
+    description: str = ""
+    jobs_submitted: int = 0
+    tasks_submitted: int = 0
+    tasks_per_job: int = 0
+    group: str = ""
+    username: str = ""
+    priority: float = 0.5
+    truncated: bool = False
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_api(cls, doc: dict[str, Any]) -> Dataset:
+        return cls(
+            dataset_id=str(doc["dataset_id"]),
+            dataset=int(doc.get("dataset", 0)),
+            status=str(doc.get("status", "")),
+            description=str(doc.get("description", "")),
+            jobs_submitted=int(doc.get("jobs_submitted", 0)),
+            tasks_submitted=int(doc.get("tasks_submitted", 0)),
+            tasks_per_job=int(doc.get("tasks_per_job", 0)),
+            group=str(doc.get("group", "")),
+            username=str(doc.get("username", "")),
+            priority=float(doc.get("priority", 0.5)),
+            truncated=bool(doc.get("truncated", False)),
+            raw=dict(doc),
+        )
+
+
+@dataclass(frozen=True)
+class ActionRequest:
+    """An ``/actions/<name>`` request record. ``payload`` may hold a full config: never log it."""
+
+    name: str
+    request_id: str
+    status: str  # queued | processing | complete | error
+    error_message: str = ""
+    progress: float | None = None
+    dataset_id: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("complete", "error")
+
+    @classmethod
+    def from_api(cls, name: str, doc: dict[str, Any]) -> ActionRequest:
+        payload = doc.get("payload") or {}
+        progress = payload.get("progress")
+        dataset_id = payload.get("dataset_id") or None
+        status = str(doc.get("status", ""))
+        if name == "submit" and status != "complete":
+            dataset_id = None  # only trustworthy once the submit is complete
+        return cls(
+            name=name,
+            request_id=str(doc.get("id", "")),
+            status=status,
+            error_message=str(doc.get("error_message") or ""),
+            progress=float(progress) if progress is not None else None,
+            dataset_id=dataset_id,
+            raw=dict(doc),
+        )
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    request_id: str | None
+    dataset_id: str
+    dataset: int
+    url: str
+    reattached: bool = False
+
+
+@dataclass(frozen=True)
+class Identity:
+    username: str
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DatasetProgress:
+    """One poll's view of a dataset: status plus job and task counts."""
+
+    dataset_id: str
+    dataset: int
+    status: str
+    truncated: bool
+    jobs_submitted: int
+    tasks_submitted: int
+    job_counts: dict[str, int] = field(default_factory=dict)
+    task_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def jobs_complete(self) -> int:
+        return self.job_counts.get("complete", 0)
+
+    @property
+    def tasks_complete(self) -> int:
+        return self.task_counts.get("complete", 0)
+
+    @property
+    def tasks_active(self) -> int:
+        return sum(self.task_counts.get(s, 0) for s in ("waiting", "queued", "processing"))
+
+    @property
+    def tasks_failed(self) -> int:
+        return self.task_counts.get("failed", 0)
+
+    @property
+    def percent_complete(self) -> float:
+        total = self.tasks_submitted or sum(self.task_counts.values())
+        return 100.0 * self.tasks_complete / total if total else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dataset_id": self.dataset_id,
+            "dataset": self.dataset,
+            "status": self.status,
+            "truncated": self.truncated,
+            "jobs_submitted": self.jobs_submitted,
+            "tasks_submitted": self.tasks_submitted,
+            "job_counts": dict(self.job_counts),
+            "task_counts": dict(self.task_counts),
+        }

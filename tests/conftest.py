@@ -1,0 +1,42 @@
+"""Test session setup: a real Airflow with a migrated SQLite metadata DB in a temp AIRFLOW_HOME.
+
+The environment is set at import time, before anything imports airflow, so every test and every
+subprocess the tests start sees the same temporary Airflow.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_DAGS = REPO_ROOT / "example_dags"
+
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="iceprod-airflow-home-"))
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(EXAMPLE_DAGS)
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}"
+os.environ.setdefault("AIRFLOW__CORE__FERNET_KEY", "SYoabuz0qzJ1B4EM7mBAnbUvcYpTbPMJr_qB8_7T2z8=")  # test-only key
+os.environ["AIRFLOW__LOGGING__BASE_LOG_FOLDER"] = str(_AIRFLOW_HOME / "logs")
+
+pytest_plugins = ["airflow_provider_iceprod.testing.pytest_plugin"]
+
+
+@pytest.fixture(scope="session")
+def airflow_home() -> Path:
+    return _AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def airflow_db(airflow_home: Path) -> Path:
+    """Migrate the SQLite metadata DB once per session with the real ``airflow db migrate``."""
+    airflow = Path(sys.executable).with_name("airflow")
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
+    return airflow_home / "airflow.db"
