@@ -24,9 +24,11 @@ class IceProdError(Exception):
         iceprod_message: str | None = None,
         method: str | None = None,
         path: str | None = None,
+        body: object = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.body = body  # the parsed JSON error body (never contains a token)
         self.status_code = status_code
         self.iceprod_message = iceprod_message
         self.method = method
