@@ -1,0 +1,138 @@
+"""A production-like Airflow on loopback: api-server + triggerer as separate processes.
+
+Tasks run through the LocalExecutor in their own processes, talk to the api-server's Execution API
+and cannot touch the ORM; deferred tasks run in the real triggerer. This catches what in-process
+``dag.test()`` hides (ORM writes from tasks, sync I/O on the triggerer's event loop, unmasked secrets).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class AirflowCluster:
+    env: dict[str, str]
+    api_url: str
+    log_dir: Path
+
+    def run_dag(self, dag_id: str, *, timeout: float = 240.0, extra_env: dict[str, str] | None = None) -> str:
+        """Run one DAG with ``dag.test(use_executor=True)`` in a fresh process; return the run state."""
+        script = (
+            "import sys\n"
+            "from airflow.dag_processing.dagbag import DagBag\n"
+            "bag = DagBag(sys.argv[1])\n"
+            "assert not bag.import_errors, bag.import_errors\n"
+            "run = bag.get_dag(sys.argv[2]).test(use_executor=True)\n"
+            "print('DAG_RUN_STATE=' + str(run.state))\n"
+        )
+        env = {**self.env, **(extra_env or {})}
+        proc = subprocess.run(
+            [sys.executable, "-c", script, env["AIRFLOW__CORE__DAGS_FOLDER"], dag_id],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        (self.log_dir / f"{dag_id}.driver.log").write_text(proc.stdout + proc.stderr)
+        for line in proc.stdout.splitlines():
+            if line.startswith("DAG_RUN_STATE="):
+                return line.split("=", 1)[1]
+        raise AssertionError(f"dag.test did not finish (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+
+    def task_logs(self) -> str:
+        base = Path(self.env["AIRFLOW__LOGGING__BASE_LOG_FOLDER"])
+        return "\n".join(p.read_text(errors="replace") for p in sorted(base.rglob("*.log")))
+
+    def service_logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"api-server exited early with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"api-server not healthy after {timeout} s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def airflow_cluster(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowCluster]:
+    port = _free_port()
+    log_dir = tmp_path_factory.mktemp("cluster-logs")
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "production-like-test-jwt-secret-0123456789",
+        "AIRFLOW__TRIGGERER__CAPACITY": "100",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(log_dir / "task-logs"),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+    }
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        api_log = (log_dir / "api-server.log").open("wb")
+        api = subprocess.Popen(
+            [str(BIN / "airflow"), "api-server", "-H", "127.0.0.1", "-p", str(port), "-w", "1"],
+            env=env,
+            stdout=api_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        procs.append(api)
+        trig_log = (log_dir / "triggerer.log").open("wb")
+        procs.append(
+            subprocess.Popen(
+                [str(BIN / "airflow"), "triggerer", "--skip-serve-logs"],
+                env=env,
+                stdout=trig_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+        _wait_healthy(f"http://127.0.0.1:{port}/api/v2/monitor/health", api, timeout=120)
+        yield AirflowCluster(env=env, api_url=f"http://127.0.0.1:{port}", log_dir=log_dir)
+    finally:
+        for proc in procs:
+            _stop(proc)
