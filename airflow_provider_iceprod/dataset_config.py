@@ -84,11 +84,6 @@ def validate_config(
             ``Validation error in config['tasks'][0]['trays']: [] should be non-empty``; ``.field``
             is the path (``config['tasks'][0]['trays']``).
     """
-    if not isinstance(config, Mapping):
-        raise IceProdDatasetConfigError(
-            f"config is not valid: a dataset config must be a JSON object, not {type(config).__name__}",
-            field=_ROOT,
-        )
     copy = _json_copy(config)
     _check_version(copy, force_version=force_version)
     schema = load_schema()
@@ -200,10 +195,8 @@ def _version_number(version: Any) -> float | None:
     return None
 
 
-def _resolve(schema: Any, root: dict[str, Any]) -> dict[str, Any]:
+def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
     """Follow a local ``$ref`` (``#/$defs/...``); anything else is returned as is."""
-    if not isinstance(schema, dict):
-        return {}
     while "$ref" in schema:
         target: Any = root
         for part in schema["$ref"].removeprefix("#/").split("/"):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections import OrderedDict
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -190,9 +191,10 @@ def test_module_args_may_be_list_or_object() -> None:
 
 
 def test_mapping_and_tuple_input_is_copied_as_json() -> None:
-    config = OrderedDict(version=3.2, tasks=(OrderedDict(name="t", trays=[{"modules": ({},)}]),))
+    task = MappingProxyType({"name": "t", "trays": [{"modules": ({},)}]})
+    config = OrderedDict(version=3.2, tasks=(task,))
     result = validate_config(config)
-    assert type(result) is dict
+    assert type(result) is dict and type(result["tasks"][0]) is dict
     assert isinstance(result["tasks"], list) and isinstance(result["tasks"][0]["trays"][0]["modules"], list)
 
 
@@ -372,6 +374,17 @@ def test_bad_top_level(top: dict[str, Any], field: str, message: str) -> None:
             config[key] = value
     error = error_of(config)
     assert (error.field, str(error)) == (field, f"Validation error in {field}: {message}")
+
+
+@pytest.mark.parametrize("transfer", [True, False, "maybe", "yes", "n", "1", 1, 0])
+def test_data_transfer_values(transfer: Any) -> None:
+    config = config_with(data=[{"remote": "gsiftp://a/b", "movement": "both", "transfer": transfer}])
+    assert validate_config(config)["tasks"][0]["data"][0]["transfer"] == transfer
+
+
+def test_temporary_data_is_accepted() -> None:
+    data = [{"type": kind, "local": "file.i3", "movement": "output"} for kind in ("job_temp", "site_temp")]
+    assert validate_config(config_with(data=data))["tasks"][0]["data"][1]["remote"] == ""
 
 
 def test_task_files_with_token_scopes_is_accepted() -> None:
