@@ -42,7 +42,8 @@ _ROOT = "config"
 def fill_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
     """Return a deep copy of ``config`` with IceProd's v3.2 defaults filled in.
 
-    Like IceProd, a default is added only where its parent object exists: every task gets
+    Like IceProd, a default is added only where its parent object exists: the top level gets
+    ``version`` 3.2, ``description`` "Test Dataset", ``options`` and ``steering``; every task gets
     ``data``, ``parameters``, ``batchsys``, ``container``, ``token_scopes`` and ``task_files``; every
     tray ``name``, ``iterations`` (1) and ``parameters``; every module ``name``, ``src``, ``args``,
     ``env_shell``, ``env_clear`` (true), ``configs``, ``parameters`` and ``running_class``; a task's
@@ -93,8 +94,9 @@ def validate_config(
     if error is not None:
         raise _error(_render_path(error.absolute_path), _schema_error_message(error))
     if strict:
-        for field, message in _strict_problems(copy, tasks_per_job):
-            raise _error(field, message)
+        problem = next(_strict_problems(copy, tasks_per_job), None)
+        if problem is not None:
+            raise _error(*problem)
     return copy
 
 
