@@ -139,3 +139,55 @@ class DatasetProgress:
             "job_counts": dict(self.job_counts),
             "task_counts": dict(self.task_counts),
         }
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job of a dataset (``GET /datasets/{id}/jobs/{job_id}``)."""
+
+    job_id: str
+    dataset_id: str
+    job_index: int
+    status: str
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_api(cls, doc: dict[str, Any]) -> Job:
+        return cls(
+            job_id=str(doc["job_id"]),
+            dataset_id=str(doc.get("dataset_id", "")),
+            job_index=int(doc.get("job_index", 0)),
+            status=str(doc.get("status", "")),
+            raw=dict(doc),
+        )
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task of a dataset (``GET /datasets/{id}/tasks/{task_id}``)."""
+
+    task_id: str
+    dataset_id: str
+    job_id: str
+    job_index: int
+    task_index: int
+    name: str
+    status: str
+    failures: int = 0
+    requirements: dict[str, Any] = field(default_factory=dict, compare=False)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_api(cls, doc: dict[str, Any]) -> Task:
+        return cls(
+            task_id=str(doc["task_id"]),
+            dataset_id=str(doc.get("dataset_id", "")),
+            job_id=str(doc.get("job_id", "")),
+            job_index=int(doc.get("job_index", 0)),
+            task_index=int(doc.get("task_index", 0)),
+            name=str(doc.get("name", "")),
+            status=str(doc.get("status", "")),
+            failures=int(doc.get("failures", 0) or 0),
+            requirements=dict(doc.get("requirements") or {}),
+            raw=dict(doc),
+        )
