@@ -10,11 +10,19 @@ Errors that retrying a task cannot fix (bad input, dead credentials) also derive
 
 from __future__ import annotations
 
+from typing import Any
+
 from airflow.sdk.exceptions import AirflowFailException
 
 
 class IceProdError(Exception):
-    """Base class: something went wrong talking to IceProd or its identity provider."""
+    """Base class: something went wrong talking to IceProd or its identity provider.
+
+    ``status_code`` is the HTTP status IceProd answered with (None when no answer came). It is typed
+    ``Any`` because Airflow's own exceptions use the same attribute name for an ``HTTPStatus``.
+    """
+
+    status_code: Any
 
     def __init__(
         self,
