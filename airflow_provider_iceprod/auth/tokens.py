@@ -1,0 +1,185 @@
+"""Token records, unverified JWT claim decoding and secret masking.
+
+Nothing here does I/O. Every record that holds a secret hides it from ``repr``; callers register
+each token with Airflow's secret masker through :func:`mask_token` / :func:`amask_token` as soon as
+it exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_provider_iceprod.models import Identity
+
+log = logging.getLogger(__name__)
+
+#: Access tokens are reused until this many seconds before they expire (Databricks' lead time).
+DEFAULT_LEAD_TIME = 120.0
+
+
+def login_command(conn_id: str) -> str:
+    """The command a person runs to (re)create the credentials of ``conn_id``."""
+    return f"airflow-iceprod login --conn-id {conn_id}"
+
+
+def fingerprint(secret: str | None) -> str:
+    """A short, non-reversible fingerprint of a secret: safe to log and to use as a key."""
+    if not secret:
+        return ""
+    return hashlib.sha256(secret.encode()).hexdigest()[:16]
+
+
+def decode_claims(token: str) -> dict[str, Any]:
+    """Decode a JWT's payload **without** verifying it (the server verifies; we only read ``exp``).
+
+    Returns ``{}`` for opaque tokens or anything that is not a JWT.
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        return {}
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload.encode()))
+    except (ValueError, TypeError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def identity_from_claims(claims: dict[str, Any]) -> Identity:
+    """IceProd's view of a token: ``preferred_username`` (else ``sub``) and the ``groups`` claim."""
+    username = str(claims.get("preferred_username") or claims.get("sub") or "")
+    groups = claims.get("groups") or []
+    if isinstance(groups, str):
+        groups = [groups]
+    return Identity(username=username, groups=tuple(str(g) for g in groups))
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """A bearer token and when it expires (epoch seconds). ``repr`` never shows the token."""
+
+    value: str = field(repr=False)
+    expires_at: float
+    obtained_at: float
+    claims: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_response(cls, value: str, expires_in: Any, *, now: float | None = None) -> AccessToken:
+        """Expiry from the JWT's ``exp`` claim, else from the response's ``expires_in``, else 5 min."""
+        now = time.time() if now is None else now
+        claims = decode_claims(value)
+        exp = claims.get("exp")
+        if isinstance(exp, int | float):
+            expires_at = float(exp)
+        else:
+            try:
+                expires_at = now + float(expires_in)
+            except (TypeError, ValueError):
+                expires_at = now + 300.0
+        return cls(value=value, expires_at=expires_at, obtained_at=now, claims=claims)
+
+    def seconds_left(self, now: float | None = None) -> float:
+        return self.expires_at - (time.time() if now is None else now)
+
+    def is_fresh(self, lead_time: float, now: float | None = None) -> bool:
+        """True while the token has more than ``lead_time`` seconds to live."""
+        return self.seconds_left(now) > lead_time
+
+    @property
+    def identity(self) -> Identity:
+        return identity_from_claims(self.claims)
+
+
+@dataclass(frozen=True)
+class GrantResult:
+    """What a token endpoint returned. ``refresh_token`` is ``None`` when the issuer did not send one."""
+
+    access_token: AccessToken | None
+    refresh_token: str | None = field(default=None, repr=False)
+    refresh_expires_in: float | None = None
+    scope: str = ""
+
+    def secrets(self) -> list[str]:
+        out = [self.refresh_token] if self.refresh_token else []
+        if self.access_token is not None:
+            out.append(self.access_token.value)
+        return out
+
+
+@dataclass(frozen=True)
+class TokenState:
+    """The token-state overlay: the newest refresh token of a connection, with where it belongs.
+
+    ``fingerprint_of_base`` is the fingerprint of the refresh token stored in the connection when this
+    state was derived from it, so a fresh login (a new base token) makes an old overlay obsolete.
+    """
+
+    refresh_token: str = field(repr=False)
+    saved_at: float
+    issuer: str
+    client_id: str
+    fingerprint_of_base: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "refresh_token": self.refresh_token,
+                "saved_at": self.saved_at,
+                "issuer": self.issuer,
+                "client_id": self.client_id,
+                "fingerprint_of_base": self.fingerprint_of_base,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes | dict[str, Any] | None) -> TokenState | None:
+        """Parse a stored overlay; anything unreadable counts as no overlay (never raises)."""
+        if raw is None or raw == "":
+            return None
+        try:
+            doc = raw if isinstance(raw, dict) else json.loads(raw)
+            token = str(doc["refresh_token"]).strip()
+            if not token:
+                return None
+            return cls(
+                refresh_token=token,
+                saved_at=float(doc.get("saved_at") or 0.0),
+                issuer=str(doc.get("issuer") or "").rstrip("/"),
+                client_id=str(doc.get("client_id") or ""),
+                fingerprint_of_base=str(doc.get("fingerprint_of_base") or ""),
+            )
+        except (ValueError, TypeError, KeyError, AttributeError):
+            log.warning(
+                "Ignoring an unreadable IceProd token-state overlay (not valid JSON of the expected shape)"
+            )
+            return None
+
+
+def mask_token(value: str | None) -> None:
+    """Register a token with Airflow's secret masker (task process and supervisor)."""
+    if not value:
+        return
+    try:
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(value)
+    except Exception:  # masking must never break authentication
+        log.debug("Could not register a token with the secret masker", exc_info=True)
+
+
+async def amask_token(value: str | None) -> None:
+    """Async form of :func:`mask_token` for triggers (never blocks the event loop)."""
+    if not value:
+        return
+    try:
+        from airflow.sdk.log import amask_secret
+
+        await amask_secret(value)
+    except Exception:
+        log.debug("Could not register a token with the secret masker", exc_info=True)
