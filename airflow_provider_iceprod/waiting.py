@@ -55,14 +55,15 @@ MAX_RATE_SAMPLES = 12
 class WaitOptions:
     """What to wait for and how patiently. Plain values only, so it crosses into triggers.
 
-    :param target_states: dataset statuses that end the wait successfully.
-    :param on_suspended: ``fail``, ``wait`` or ``timeout`` when the dataset is ``suspended``
-        (and ``suspended`` is not a target state).
-    :param stall_polls: consecutive polls (with task counts) showing failed tasks and nothing
-        waiting, queued or processing before the wait fails as stalled.
-    :param poll_interval: seconds between polls.
-    :param tolerate_errors: consecutive polls that may fail with a transient error (after the
-        hook's own retries) before the wait gives up.
+    Attributes:
+        target_states: dataset statuses that end the wait successfully.
+        on_suspended: ``fail``, ``wait`` or ``timeout`` when the dataset is ``suspended`` (and
+            ``suspended`` is not a target state).
+        stall_polls: consecutive polls (with task counts) showing failed tasks and nothing waiting,
+            queued or processing before the wait fails as stalled.
+        poll_interval: seconds between polls.
+        tolerate_errors: consecutive polls that may fail with a transient error (after the hook's
+            own retries) before the wait gives up.
     """
 
     target_states: tuple[str, ...] = ("complete",)

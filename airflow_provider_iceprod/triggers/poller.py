@@ -1,0 +1,413 @@
+"""One shared poller per (connection, event loop): many dataset waits, about one request per interval.
+
+Every :class:`~airflow_provider_iceprod.triggers.dataset.IceProdDatasetTrigger` in a triggerer
+subscribes here instead of polling IceProd itself. Each poll interval the poller:
+
+1. lists every waited-on dataset with **one** ``GET /datasets`` (``keys`` projection, ``status``
+   filter ``processing|suspended|errors`` and, once the owners are known, a ``users`` filter), so
+   the list does not grow with the (ever growing) number of completed datasets;
+2. if a dataset is missing from that answer, sends **one** more list request with
+   ``status=complete`` for all missing ones; a dataset still missing cannot be read by the token
+   (or does not exist) and its subscribers get the error from a ``GET /datasets/{id}``;
+3. refreshes task counts (``task_counts/status``) for at most ``count_budget`` running datasets,
+   oldest counts first (round robin), each at most once per its own poll interval. A dataset
+   whose tasks are all complete also gets ``job_counts/status`` (the cron-independent success
+   check) in the same interval;
+4. for a dataset whose status ends a wait (``complete``, ``errors``, a target state, ...) fetches
+   its final job and task counts once, a few at a time, so the final event carries them.
+
+Steady state therefore costs ``1 + count_budget`` requests per interval (5 by default) whatever
+the number of waits; finishing costs two more requests per dataset, once. The trade-off: with
+``N`` running datasets, each gets fresh task counts every ``ceil(N / count_budget)`` intervals,
+so a stall is detected after about ``stall_polls * ceil(N / count_budget)`` intervals instead of
+``stall_polls``. Status changes (complete, errors, suspended) are seen every interval.
+
+All subscribers share one hook, hence one HTTP client and one access token (the token cache is
+process-wide as well). The poller starts with its first subscriber and stops when the last one
+leaves. All of it runs on the event loop without blocking it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_iceprod.exceptions import IceProdError
+from airflow_provider_iceprod.models import DatasetProgress
+from airflow_provider_iceprod.waiting import WaitOptions, status_ends_wait
+
+if TYPE_CHECKING:
+    from airflow_provider_iceprod.hooks.iceprod import IceProdHook
+
+log = logging.getLogger(__name__)
+
+#: Projection of the shared list request (IceProd always adds the id field).
+LIST_KEYS = ("dataset_id", "dataset", "status", "truncated", "jobs_submitted", "tasks_submitted", "username")
+#: Statuses listed every interval; ``complete`` is asked for only when a dataset went missing.
+ACTIVE_STATUSES = ("processing", "suspended", "errors")
+#: Count requests (``task_counts``) per interval for running datasets.
+DEFAULT_COUNT_BUDGET = 4
+#: Concurrent requests for final counts of finishing datasets.
+FINISH_CONCURRENCY = 4
+
+
+def build_hook(conn_id: str, retry: Mapping[str, Any] | None) -> IceProdHook:
+    """An ``IceProdHook`` from plain retry numbers (``RetrySettings.to_dict()``). No I/O."""
+    from airflow_provider_iceprod.hooks.iceprod import IceProdHook
+
+    return IceProdHook(conn_id, retry_args=dict(retry) if retry else None)
+
+
+@dataclass
+class Update:
+    """What a subscriber gets each interval: a progress view, or the error that prevented one.
+
+    ``tasks_fresh``/``jobs_fresh``: whether the task/job counts in ``progress`` were fetched this
+    interval (otherwise they are the last known ones, or empty).
+    """
+
+    progress: DatasetProgress | None = None
+    tasks_fresh: bool = False
+    jobs_fresh: bool = False
+    error: BaseException | None = None
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One wait registered with the poller. Read updates with :meth:`get`."""
+
+    dataset_id: str
+    options: WaitOptions
+    queue: asyncio.Queue[Update] = field(default_factory=asyncio.Queue)
+
+    async def get(self) -> Update:
+        return await self.queue.get()
+
+
+@dataclass
+class _Tracked:
+    """What the poller knows about one dataset (shared by every subscription to it)."""
+
+    row: dict[str, Any] | None = None
+    job_counts: dict[str, int] = field(default_factory=dict)
+    task_counts: dict[str, int] = field(default_factory=dict)
+    counts_at: float = 0.0  # monotonic time of the last task-count refresh (0 = never)
+
+
+class DatasetPoller:
+    """Coalesces the polling of many dataset waits on one connection in one event loop.
+
+    Use :func:`get_poller`; do not build one directly.
+    """
+
+    def __init__(
+        self,
+        conn_id: str,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        retry: Mapping[str, Any] | None = None,
+        count_budget: int = DEFAULT_COUNT_BUDGET,
+    ) -> None:
+        self.conn_id = conn_id
+        self.count_budget = count_budget
+        self._loop = loop
+        self._retry = dict(retry or {})
+        self._subs: dict[str, list[Subscription]] = {}
+        self._tracked: dict[str, _Tracked] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._hook: IceProdHook | None = None
+        self._finish_sem = asyncio.Semaphore(FINISH_CONCURRENCY)
+        #: Requests sent, by kind (list, list_complete, get, task_counts, job_counts, by_name).
+        self.requests: dict[str, int] = {}
+        self.ticks = 0
+
+    # ------------------------------------------------------------------------------ subscriptions
+
+    def subscribe(self, dataset_id: str, options: WaitOptions) -> Subscription:
+        sub = Subscription(dataset_id, options)
+        self._subs.setdefault(dataset_id, []).append(sub)
+        self._tracked.setdefault(dataset_id, _Tracked())
+        if self._task is None or self._task.done():
+            self._task = self._loop.create_task(self._run(), name=f"iceprod-poller-{self.conn_id}")
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Idempotent. The poller stops (and leaves the registry) with its last subscriber."""
+        subs = self._subs.get(sub.dataset_id)
+        if subs and sub in subs:
+            subs.remove(sub)
+            if not subs:
+                del self._subs[sub.dataset_id]
+                self._tracked.pop(sub.dataset_id, None)
+        if not self._subs:
+            self._stop()
+
+    @property
+    def subscribers(self) -> int:
+        return sum(len(s) for s in self._subs.values())
+
+    def _stop(self) -> None:
+        _forget(self)
+        task, self._task = self._task, None
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+
+    # --------------------------------------------------------------------------------------- hook
+
+    def hook(self) -> IceProdHook:
+        if self._hook is None:
+            self._hook = build_hook(self.conn_id, self._retry)
+        return self._hook
+
+    def _count(self, kind: str, n: int = 1) -> None:
+        self.requests[kind] = self.requests.get(kind, 0) + n
+
+    async def task_counts_by_name(self, dataset_id: str) -> dict[str, dict[str, int]]:
+        """Per-name task counts (for the names of failed tasks in a stall message)."""
+        async with self._finish_sem:
+            self._count("by_name")
+            return await self.hook().atask_counts_by_name(dataset_id)
+
+    # --------------------------------------------------------------------------------------- loop
+
+    def _interval(self) -> float:
+        return min((s.options.poll_interval for subs in self._subs.values() for s in subs), default=60.0)
+
+    async def _run(self) -> None:
+        try:
+            await self.hook().aget_settings()
+        except Exception as exc:  # the connection itself is broken: every wait ends with it
+            self._deliver_error(set(self._subs), exc)
+        while self._subs:
+            started = time.monotonic()
+            try:
+                await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never let one bad answer kill every wait silently
+                log.exception("IceProd poller for %s: poll failed", self.conn_id)
+                self._deliver_error(set(self._subs), exc)
+            self.ticks += 1
+            elapsed = time.monotonic() - started
+            await asyncio.sleep(max(self._interval() - elapsed, 0.0))
+
+    async def _tick(self) -> None:
+        ids = set(self._subs)
+        if not ids:
+            return
+        hook = self.hook()
+        rows = await self._list(hook, ids)
+        if rows is None:
+            return
+        now = time.monotonic()
+        finishing: list[str] = []
+        running: list[str] = []
+        for dataset_id in ids & set(rows):
+            tracked = self._tracked.setdefault(dataset_id, _Tracked())
+            tracked.row = rows[dataset_id]
+            status = str(tracked.row.get("status", ""))
+            if any(status_ends_wait(status, s.options) for s in self._subs.get(dataset_id, [])):
+                finishing.append(dataset_id)
+            elif self._due(dataset_id, now):
+                running.append(dataset_id)
+        running.sort(key=lambda d: self._tracked[d].counts_at)
+        refresh = running[: self.count_budget]
+
+        results = await asyncio.gather(
+            *(self._finish(hook, d) for d in finishing),
+            *(self._refresh(hook, d, now) for d in refresh),
+        )
+        fresh: dict[str, tuple[bool, bool]] = dict(zip(finishing + refresh, results, strict=True))
+        for dataset_id in ids & set(rows):
+            tasks_fresh, jobs_fresh = fresh.get(dataset_id, (False, False))
+            self._deliver(dataset_id, tasks_fresh, jobs_fresh)
+
+    def _due(self, dataset_id: str, now: float) -> bool:
+        tracked = self._tracked[dataset_id]
+        if not tracked.counts_at:
+            return True
+        interval = min(s.options.poll_interval for s in self._subs[dataset_id])
+        return now - tracked.counts_at >= interval * 0.95
+
+    def _users_filter(self, ids: set[str]) -> list[str] | None:
+        users = set()
+        for dataset_id in ids:
+            row = self._tracked.get(dataset_id, _Tracked()).row
+            if not row or not row.get("username"):
+                return None  # an owner is not known yet: list without the users filter this time
+            users.add(str(row["username"]))
+        return sorted(users)
+
+    async def _list(self, hook: IceProdHook, ids: set[str]) -> dict[str, dict[str, Any]] | None:
+        users = self._users_filter(ids)
+        try:
+            self._count("list")
+            listed = await hook.alist_datasets(
+                status=list(ACTIVE_STATUSES), users=users, keys=list(LIST_KEYS)
+            )
+            rows = {d: listed[d] for d in ids if d in listed}
+            missing = ids - set(rows)
+            if missing:
+                self._count("list_complete")
+                done = await hook.alist_datasets(status=["complete"], users=users, keys=list(LIST_KEYS))
+                rows.update({d: done[d] for d in missing if d in done})
+        except Exception as exc:
+            self._deliver_error(ids, exc)
+            return None
+        for dataset_id in ids - set(rows):
+            await self._lookup_missing(hook, dataset_id, rows)
+        return rows
+
+    async def _lookup_missing(
+        self, hook: IceProdHook, dataset_id: str, rows: dict[str, dict[str, Any]]
+    ) -> None:
+        """A dataset no list showed: ask for it directly to get IceProd's own error (403/404)."""
+        try:
+            async with self._finish_sem:
+                self._count("get")
+                dataset = await hook.aget_dataset(dataset_id)
+        except Exception as exc:
+            self._deliver_error({dataset_id}, exc)
+            return
+        rows[dataset_id] = {k: dataset.raw.get(k) for k in LIST_KEYS if k in dataset.raw} | {
+            "dataset_id": dataset.dataset_id,
+            "status": dataset.status,
+        }
+
+    async def _refresh(self, hook: IceProdHook, dataset_id: str, now: float) -> tuple[bool, bool]:
+        """Fresh task counts (and job counts when every task is complete). Errors leave them stale."""
+        tracked = self._tracked[dataset_id]
+        try:
+            self._count("task_counts")
+            tracked.task_counts = dict(await hook.atask_counts(dataset_id))
+            tracked.counts_at = now
+            if _tasks_all_complete(tracked):
+                self._count("job_counts")
+                tracked.job_counts = dict(await hook.ajob_counts(dataset_id))
+                return True, True
+            return True, False
+        except IceProdError as exc:
+            log.warning("IceProd poller: counts for dataset %s failed: %s", dataset_id, exc)
+            return False, False
+
+    async def _finish(self, hook: IceProdHook, dataset_id: str) -> tuple[bool, bool]:
+        """Final job and task counts for a dataset whose status ends its wait (once per dataset)."""
+        tracked = self._tracked[dataset_id]
+        try:
+            async with self._finish_sem:
+                self._count("job_counts")
+                self._count("task_counts")
+                jobs, tasks = await asyncio.gather(
+                    hook.ajob_counts(dataset_id), hook.atask_counts(dataset_id)
+                )
+            tracked.job_counts, tracked.task_counts = dict(jobs), dict(tasks)
+            return True, True
+        except IceProdError as exc:  # the status alone decides; the event carries the last counts
+            log.warning("IceProd poller: final counts for dataset %s failed: %s", dataset_id, exc)
+            return False, False
+
+    # ---------------------------------------------------------------------------------- delivery
+
+    def _deliver(self, dataset_id: str, tasks_fresh: bool, jobs_fresh: bool) -> None:
+        tracked = self._tracked.get(dataset_id)
+        if tracked is None or tracked.row is None:
+            return
+        progress = progress_from_row(tracked.row, tracked.job_counts, tracked.task_counts)
+        for sub in self._subs.get(dataset_id, []):
+            sub.queue.put_nowait(Update(progress, tasks_fresh, jobs_fresh))
+
+    def _deliver_error(self, ids: set[str], exc: BaseException) -> None:
+        for dataset_id in ids:
+            for sub in self._subs.get(dataset_id, []):
+                sub.queue.put_nowait(Update(error=exc))
+
+
+def _tasks_all_complete(tracked: _Tracked) -> bool:
+    counts = {k: v for k, v in tracked.task_counts.items() if v}
+    if set(counts) != {"complete"} or tracked.row is None:
+        return False
+    if tracked.row.get("truncated"):
+        return True
+    return counts["complete"] >= int(tracked.row.get("tasks_submitted") or 0)
+
+
+def progress_from_row(
+    row: Mapping[str, Any], job_counts: Mapping[str, int], task_counts: Mapping[str, int]
+) -> DatasetProgress:
+    return DatasetProgress(
+        dataset_id=str(row["dataset_id"]),
+        dataset=int(row.get("dataset") or 0),
+        status=str(row.get("status") or ""),
+        truncated=bool(row.get("truncated", False)),
+        jobs_submitted=int(row.get("jobs_submitted") or 0),
+        tasks_submitted=int(row.get("tasks_submitted") or 0),
+        job_counts=dict(job_counts),
+        task_counts=dict(task_counts),
+    )
+
+
+# ------------------------------------------------------------------------------------ registry
+
+_lock = threading.Lock()
+_pollers: dict[tuple[str, int], DatasetPoller] = {}
+
+
+def count_budget_setting() -> int:
+    """``[iceprod] poller_count_budget`` (count requests per interval), default 4."""
+    try:
+        from airflow.sdk import conf
+
+        value = conf.getint("iceprod", "poller_count_budget", fallback=DEFAULT_COUNT_BUDGET)
+    except Exception:
+        value = DEFAULT_COUNT_BUDGET
+    return max(int(value), 1)
+
+
+def get_poller(
+    conn_id: str, *, retry: Mapping[str, Any] | None = None, count_budget: int | None = None
+) -> DatasetPoller:
+    """The poller for ``conn_id`` on the running event loop (created on first use).
+
+    The first caller's ``retry`` settings and ``count_budget`` apply to the whole poller.
+    """
+    loop = asyncio.get_running_loop()
+    key = (conn_id, id(loop))
+    with _lock:
+        poller = _pollers.get(key)
+        if poller is None or poller._loop is not loop:
+            budget = count_budget if count_budget is not None else count_budget_setting()
+            poller = DatasetPoller(conn_id, loop, retry=retry, count_budget=budget)
+            _pollers[key] = poller
+        return poller
+
+
+def _forget(poller: DatasetPoller) -> None:
+    with _lock:
+        key = (poller.conn_id, id(poller._loop))
+        if _pollers.get(key) is poller:
+            del _pollers[key]
+
+
+def active_pollers() -> list[DatasetPoller]:
+    """Pollers currently running in this process (for tests and diagnostics)."""
+    with _lock:
+        return list(_pollers.values())
+
+
+async def stop_all() -> None:
+    """Cancel every poller of the running loop (tests)."""
+    loop = asyncio.get_running_loop()
+    for poller in active_pollers():
+        if poller._loop is loop:
+            task = poller._task
+            poller._subs.clear()
+            poller._stop()
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
