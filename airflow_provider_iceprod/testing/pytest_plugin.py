@@ -11,18 +11,19 @@ Enable with ``pytest_plugins = ["airflow_provider_iceprod.testing.pytest_plugin"
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
     from airflow_provider_iceprod.testing.server import LocalIceProd
 
-FAST_DEFAULTS: dict[str, float] = {
+FAST_DEFAULTS: dict[str, Any] = {
     "grid_tick": 0.02,
     "task_duration": 0.05,
     "materialize_interval": 0.1,
     "action_delay": 0.02,
+    "device_interval": 1,
 }
 
 
@@ -36,7 +37,9 @@ def iceprod_server() -> Iterator[LocalIceProd]:
 
 
 @pytest.fixture
-def iceprod_connection(iceprod_server: LocalIceProd, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalIceProd]:
+def iceprod_connection(
+    iceprod_server: LocalIceProd, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LocalIceProd]:
     """``iceprod_server`` plus ``AIRFLOW_CONN_ICEPROD_DEFAULT`` (JSON form) logged in as ``alice``."""
     monkeypatch.setenv(
         "AIRFLOW_CONN_ICEPROD_DEFAULT",

@@ -1,0 +1,222 @@
+"""Datasets, dataset summaries, config, groups and health routes (``iceprod/rest/handlers/datasets.py``...).
+
+Handler class names are IceProd's, so unexpected errors read ``Error in <HandlerClass>`` as they do there.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from typing import Any
+
+from airflow_provider_iceprod.testing.handlers_base import BaseHandler, api
+from airflow_provider_iceprod.testing.states import (
+    DATASET_STATUS,
+    ApiError,
+    prev_statuses,
+    project,
+    split_arg,
+    status_sorted,
+)
+from airflow_provider_iceprod.testing.store import Caller
+from airflow_provider_iceprod.testing.validation import check_config_for_put
+
+GROUP_PRIORITIES = {"admin": 1.0, "simprod": 0.5, "filtering": 0.9, "users": 0.8}
+
+
+class MultiDatasetHandler(BaseHandler):
+    ROUTE = "/datasets"
+
+    @api()
+    def get(self, caller: Caller) -> None:
+        store = self.ctx.store
+        statuses = split_arg(self.arg("status"))
+        if any(s not in DATASET_STATUS for s in statuses):
+            raise ApiError(400, "unknown status")
+        groups = split_arg(self.arg("groups"))
+        users = split_arg(self.arg("users"))
+        keys = self.arg("keys")
+        out: dict[str, Any] = {}
+        for doc in store.datasets.values():
+            if statuses and doc["status"] not in statuses:
+                continue
+            if groups and doc["group"] not in groups:
+                continue
+            if users and doc["username"] not in users:
+                continue
+            if store.can(caller, doc["dataset_id"], "read"):
+                out[doc["dataset_id"]] = project(doc, keys, "dataset_id")
+        self.write_json(out)
+
+    @api()
+    def post(self, caller: Caller) -> None:
+        data = self.json_body()
+        if not isinstance(data, dict):
+            raise TypeError("body must be an object")
+        dataset_id = self.ctx.store.create_dataset(data, caller, now=self.ctx.clock())
+        self.set_status(201)
+        self.set_header("Location", f"/datasets/{dataset_id}")
+        self.write_json({"result": dataset_id})
+
+
+class DatasetHandler(BaseHandler):
+    ROUTE = "/datasets/{dataset_id}"
+
+    @api(acl="read")
+    def get(self, caller: Caller, dataset_id: str) -> None:
+        self.write_json(project(self.ctx.store.dataset(dataset_id), None, "dataset_id"))
+
+
+class DatasetDescriptionHandler(BaseHandler):
+    ROUTE = "/datasets/{dataset_id}/description"
+
+    @api(acl="write")
+    def put(self, caller: Caller, dataset_id: str) -> None:
+        data = self.json_body()
+        if "description" not in data:
+            raise ApiError(400, "missing description")
+        if not isinstance(data["description"], str):
+            raise ApiError(400, "bad description")
+        self.ctx.store.dataset(dataset_id)["description"] = data["description"]
+        self.write_json({})
+
+
+class DatasetStatusHandler(BaseHandler):
+    ROUTE = "/datasets/{dataset_id}/status"
+
+    @api(acl="write")
+    def put(self, caller: Caller, dataset_id: str) -> None:
+        data = self.json_body()
+        if "status" not in data:
+            raise ApiError(400, "missing status")
+        if data["status"] not in DATASET_STATUS:
+            raise ApiError(400, "bad status")
+        doc = self.ctx.store.dataset(dataset_id)
+        if doc["status"] in prev_statuses(DATASET_STATUS, data["status"]):
+            doc["status"] = data["status"]
+        elif doc["status"] != data["status"]:
+            raise ApiError(400, "Bad state transition for status")
+        self.write_json({})
+
+
+class DatasetPriorityHandler(BaseHandler):
+    ROUTE = "/datasets/{dataset_id}/priority"
+
+    @api(acl="write")
+    def put(self, caller: Caller, dataset_id: str) -> None:
+        data = self.json_body()
+        if "priority" not in data:
+            raise ApiError(400, "missing priority")
+        if not isinstance(data["priority"], int | float):
+            raise ApiError(400, "priority is not a number")
+        self.ctx.store.dataset(dataset_id)["priority"] = data["priority"]
+        self.write_json({})
+
+
+class DatasetJobsSubmittedHandler(BaseHandler):
+    ROUTE = "/datasets/{dataset_id}/jobs_submitted"
+
+    @api(roles=("admin", "user"), acl="write")
+    def put(self, caller: Caller, dataset_id: str) -> None:
+        data = self.json_body()
+        if "jobs_submitted" not in data:
+            raise ApiError(400, "missing jobs_submitted")
+        try:
+            jobs_submitted = int(data["jobs_submitted"])
+        except Exception:
+            raise ApiError(400, "jobs_submitted is not an int") from None
+        doc = self.ctx.store.dataset(dataset_id)
+        if doc["jobs_immutable"]:
+            raise ApiError(400, "jobs_submitted is immutable")
+        if doc["jobs_submitted"] > jobs_submitted:
+            raise ApiError(400, "jobs_submitted must be larger than before")
+        if doc.get("tasks_per_job", 0) <= 0:
+            raise ApiError(400, "tasks_per_job not valid")
+        doc["jobs_submitted"] = jobs_submitted
+        doc["tasks_submitted"] = int(jobs_submitted * doc["tasks_per_job"])
+        self.write_json({})
+
+
+class DatasetHardResetHandler(BaseHandler):
+    ROUTE = "/datasets/{dataset_id}/dataset_actions/hard_reset"
+
+    @api(acl="write")
+    def post(self, caller: Caller, dataset_id: str) -> None:
+        self.ctx.store.dataset(dataset_id)["status"] = "processing"
+        self.write_json({})
+
+
+class DatasetTruncateHandler(BaseHandler):
+    ROUTE = "/datasets/{dataset_id}/dataset_actions/truncate"
+
+    @api(acl="write")
+    def post(self, caller: Caller, dataset_id: str) -> None:
+        doc = self.ctx.store.dataset(dataset_id)
+        if doc["status"] == "complete":
+            raise ApiError(400, "Cannot truncate complete dataset")
+        doc["truncated"] = True
+        self.write_json({})
+
+
+class DatasetSummariesStatusHandler(BaseHandler):
+    ROUTE = "/dataset_summaries/status"
+
+    @api()
+    def get(self, caller: Caller) -> None:
+        out: dict[str, list[str]] = defaultdict(list)
+        for doc in self.ctx.store.visible_datasets(caller):
+            out[doc["status"]].append(doc["dataset_id"])
+        self.write_json(status_sorted(DATASET_STATUS, out))
+
+
+class ConfigHandler(BaseHandler):
+    ROUTE = "/config/{dataset_id}"
+
+    @api(acl="read")
+    def get(self, caller: Caller, dataset_id: str) -> None:
+        config = self.ctx.store.configs.get(dataset_id)
+        if config is None:
+            raise ApiError(404, "Config not found")
+        self.write_json({k: v for k, v in config.items() if k != "dataset_id"})
+
+    @api(acl="write")
+    def put(self, caller: Caller, dataset_id: str) -> None:
+        data = self.json_body()
+        if "dataset_id" not in data:
+            data["dataset_id"] = dataset_id
+        elif data["dataset_id"] != dataset_id:
+            raise ApiError(400, "dataset_id mismatch")
+        check_config_for_put(copy.deepcopy(data))
+        self.ctx.store.configs[dataset_id] = data
+        self.write_json({})
+
+
+class GroupsHandler(BaseHandler):
+    ROUTE = "/groups"
+
+    @api(roles=("admin", "system"))
+    def get(self, caller: Caller) -> None:
+        self.write_json({"results": [{"name": k, "priority": v} for k, v in GROUP_PRIORITIES.items()]})
+
+
+class HealthHandler(BaseHandler):
+    ROUTE = "/healthz"
+
+    def get(self) -> None:
+        self.write_json({})
+
+
+HANDLERS: list[type[BaseHandler]] = [
+    MultiDatasetHandler,
+    DatasetHandler,
+    DatasetDescriptionHandler,
+    DatasetStatusHandler,
+    DatasetPriorityHandler,
+    DatasetJobsSubmittedHandler,
+    DatasetHardResetHandler,
+    DatasetTruncateHandler,
+    DatasetSummariesStatusHandler,
+    ConfigHandler,
+    GroupsHandler,
+    HealthHandler,
+]

@@ -1,0 +1,182 @@
+"""Dataset-scoped job routes (``iceprod/rest/handlers/jobs.py``)."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+from airflow_provider_iceprod.testing.grid import set_job_status
+from airflow_provider_iceprod.testing.handlers_base import BaseHandler, api
+from airflow_provider_iceprod.testing.states import (
+    JOB_STATUS,
+    ApiError,
+    prev_statuses,
+    project,
+    split_arg,
+    status_sorted,
+)
+from airflow_provider_iceprod.testing.store import Caller
+
+BULK_LIMIT = 100000
+
+
+def _int_arg(value: Any, name: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ApiError(400, f'Bad argument "{name}": must be integer') from None
+
+
+def selected_ids(handler: BaseHandler, field: str) -> list[str] | None:
+    """The optional ``{"jobs": [...]}`` (or ``tasks``) selector of IceProd's bulk actions."""
+    if not handler.request.body:
+        return None
+    data = handler.json_body()
+    if data and field in data:
+        ids = list(data[field])
+        if len(ids) > BULK_LIMIT:
+            raise ApiError(400, f"Too many {field} specified (limit: 100k)")
+        return ids
+    return None
+
+
+class DatasetMultiJobsHandler(BaseHandler):
+    ROUTE = "/datasets/{dataset_id}/jobs"
+
+    @api(acl="read")
+    def get(self, caller: Caller, dataset_id: str) -> None:
+        statuses = split_arg(self.arg("status"))
+        if any(s not in JOB_STATUS for s in statuses):
+            raise ApiError(400, "Unknown status")
+        job_index = self.arg("job_index")
+        index = _int_arg(job_index, "job_index") if job_index else None
+        keys = self.arg("keys", "")
+        out = {}
+        for job_id, job in self.ctx.store.dataset_jobs(dataset_id).items():
+            if statuses and job["status"] not in statuses:
+                continue
+            if index is not None and job["job_index"] != index:
+                continue
+            out[job_id] = project(job, keys, "job_id")
+        self.write_json(out)
+
+
+class DatasetJobsHandler(BaseHandler):
+    ROUTE = "/datasets/{dataset_id}/jobs/{job_id}"
+
+    @api(acl="read")
+    def get(self, caller: Caller, dataset_id: str, job_id: str) -> None:
+        job = self.ctx.store.dataset_jobs(dataset_id).get(job_id)
+        if job is None:
+            raise ApiError(404, "Job not found")
+        self.write_json(project(job, None, "job_id"))
+
+
+class DatasetJobsStatusHandler(BaseHandler):
+    ROUTE = "/datasets/{dataset_id}/jobs/{job_id}/status"
+
+    @api(acl="write")
+    def put(self, caller: Caller, dataset_id: str, job_id: str) -> None:
+        data = self.json_body()
+        if not data or "status" not in data:
+            raise ApiError(400, "Missing status in body")
+        if data["status"] not in JOB_STATUS:
+            raise ApiError(400, "Bad status")
+        job = self.ctx.store.dataset_jobs(dataset_id).get(job_id)
+        if job is None:
+            raise ApiError(404, "Job not found")
+        if job["status"] in prev_statuses(JOB_STATUS, data["status"]):
+            set_job_status(job, data["status"])
+        elif job["status"] != data["status"]:
+            raise ApiError(400, "Bad state transition for status")
+        self.write_json({})
+
+
+class DatasetJobBulkStatusHandler(BaseHandler):
+    ROUTE = "/datasets/{dataset_id}/job_actions/bulk_status/{status}"
+
+    @api(acl="write")
+    def post(self, caller: Caller, dataset_id: str, status: str) -> None:
+        data = self.json_body()
+        if not data or "jobs" not in data or not data["jobs"]:
+            raise ApiError(400, "Missing jobs in body")
+        wanted = set(data["jobs"])
+        if len(data["jobs"]) > BULK_LIMIT:
+            raise ApiError(400, "Too many jobs specified (limit: 100k)")
+        if status not in JOB_STATUS:
+            raise ApiError(400, "Bad status")
+        allowed = prev_statuses(JOB_STATUS, status)
+        changed = 0
+        for job_id, job in self.ctx.store.dataset_jobs(dataset_id).items():
+            if job_id in wanted and job["status"] in allowed:
+                set_job_status(job, status)
+                changed += 1
+        if not changed:
+            raise ApiError(404, "Jobs not found")
+        self.write_json({})
+
+
+class _JobBulkHandler(BaseHandler):
+    """Shared body of ``job_actions/bulk_suspend|bulk_reset|bulk_hard_reset``."""
+
+    NEW_STATUS = "processing"
+    FROM: tuple[str, ...] | None = None  # None: every status
+
+    @api(acl="write")
+    def post(self, caller: Caller, dataset_id: str) -> None:
+        ids = selected_ids(self, "jobs")
+        wanted = set(ids) if ids is not None else None
+        for job_id, job in self.ctx.store.dataset_jobs(dataset_id).items():
+            if wanted is not None and job_id not in wanted:
+                continue
+            if self.FROM is None or job["status"] in self.FROM:
+                set_job_status(job, self.NEW_STATUS)
+        self.write_json({})
+
+
+class DatasetJobBulkSuspendHandler(_JobBulkHandler):
+    ROUTE = "/datasets/{dataset_id}/job_actions/bulk_suspend"
+    NEW_STATUS = "suspended"
+    FROM = tuple(prev_statuses(JOB_STATUS, "suspended"))
+
+
+class DatasetJobBulkResetHandler(_JobBulkHandler):
+    ROUTE = "/datasets/{dataset_id}/job_actions/bulk_reset"
+    FROM = tuple(prev_statuses(JOB_STATUS, "processing"))
+
+
+class DatasetJobBulkHardResetHandler(_JobBulkHandler):
+    ROUTE = "/datasets/{dataset_id}/job_actions/bulk_hard_reset"
+
+
+class DatasetJobSummariesStatusHandler(BaseHandler):
+    ROUTE = "/datasets/{dataset_id}/job_summaries/status"
+
+    @api(acl="read")
+    def get(self, caller: Caller, dataset_id: str) -> None:
+        out: dict[str, list[str]] = defaultdict(list)
+        for job_id, job in self.ctx.store.dataset_jobs(dataset_id).items():
+            out[job["status"]].append(job_id)
+        self.write_json(status_sorted(JOB_STATUS, out))
+
+
+class DatasetJobCountsStatusHandler(BaseHandler):
+    ROUTE = "/datasets/{dataset_id}/job_counts/status"
+
+    @api(acl="read")
+    def get(self, caller: Caller, dataset_id: str) -> None:
+        counts = Counter(job["status"] for job in self.ctx.store.dataset_jobs(dataset_id).values())
+        self.write_json(status_sorted(JOB_STATUS, counts))
+
+
+HANDLERS: list[type[BaseHandler]] = [
+    DatasetMultiJobsHandler,
+    DatasetJobsHandler,
+    DatasetJobsStatusHandler,
+    DatasetJobBulkStatusHandler,
+    DatasetJobBulkSuspendHandler,
+    DatasetJobBulkResetHandler,
+    DatasetJobBulkHardResetHandler,
+    DatasetJobSummariesStatusHandler,
+    DatasetJobCountsStatusHandler,
+]
