@@ -52,7 +52,9 @@ def get_provider_info() -> dict[str, Any]:
                     ),
                     "client_id": _string_field("OAuth client id", "iceprod-public for people and scripts"),
                     "refresh_token": _string_field(
-                        "Refresh token", "Written by `airflow-iceprod login`; do not edit by hand", secret=True
+                        "Refresh token",
+                        "Written by `airflow-iceprod login`; do not edit by hand",
+                        secret=True,
                     ),
                     "actions_url": _string_field(
                         "Actions URL", "Only when /actions/* is served on another base URL than the API"

@@ -89,7 +89,9 @@ class ConnectionSettings:
             oauth_url=_normalise_url(extra.get("oauth_url") or DEFAULT_OAUTH_URL, "oauth_url"),
             client_id=str(extra.get("client_id") or DEFAULT_CLIENT_ID),
             website_url=_normalise_url(extra.get("website_url") or DEFAULT_WEBSITE_URL, "website_url"),
-            refresh_token=(str(extra["refresh_token"]).strip() or None) if extra.get("refresh_token") else None,
+            refresh_token=(str(extra["refresh_token"]).strip() or None)
+            if extra.get("refresh_token")
+            else None,
             refresh_token_saved_at=saved_at_value,
             client_secret=password or None,
         )

@@ -12,4 +12,4 @@ def _airflow_version() -> Version:
 
 
 AIRFLOW_VERSION = _airflow_version()
-AIRFLOW_V_3_3_PLUS = AIRFLOW_VERSION >= Version("3.3.0")
+AIRFLOW_V_3_3_PLUS = Version("3.3.0") <= AIRFLOW_VERSION

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import replace_section  # noqa: E402
+from _report import replace_section
 
 MODULES = [
     "airflow_provider_iceprod.operators",
@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     if DBT_MODULE not in modules:
         lines += ["", f"`{DBT_MODULE}` was not installed in this environment, so it is not measured."]
     if args.write:
-        replace_section(args.write, "Import cost", "\n".join(lines), command="python benchmarks/import_cost.py")
+        replace_section(
+            args.write, "Import cost", "\n".join(lines), command="python benchmarks/import_cost.py"
+        )
     return 0
 
 

@@ -23,7 +23,9 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(EXAMPLE_DAGS)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}"
-os.environ.setdefault("AIRFLOW__CORE__FERNET_KEY", "SYoabuz0qzJ1B4EM7mBAnbUvcYpTbPMJr_qB8_7T2z8=")  # test-only key
+os.environ.setdefault(
+    "AIRFLOW__CORE__FERNET_KEY", "SYoabuz0qzJ1B4EM7mBAnbUvcYpTbPMJr_qB8_7T2z8="
+)  # test-only key
 os.environ["AIRFLOW__LOGGING__BASE_LOG_FOLDER"] = str(_AIRFLOW_HOME / "logs")
 
 pytest_plugins = ["airflow_provider_iceprod.testing.pytest_plugin"]

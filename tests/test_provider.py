@@ -19,7 +19,9 @@ BIN = Path(sys.executable).parent
 
 
 def test_entry_point_points_at_get_provider_info() -> None:
-    eps = [ep for ep in entry_points(group="apache_airflow_provider") if ep.value.startswith("airflow_provider")]
+    eps = [
+        ep for ep in entry_points(group="apache_airflow_provider") if ep.value.startswith("airflow_provider")
+    ]
     assert [ep.value for ep in eps] == ["airflow_provider_iceprod.get_provider_info:get_provider_info"]
     assert eps[0].load() is get_provider_info
 
@@ -30,7 +32,13 @@ def test_provider_info_declares_the_connection_form() -> None:
     (conn,) = info["connection-types"]
     assert conn["connection-type"] == "iceprod"
     assert conn["hook-name"] == "IceProd"
-    assert set(conn["conn-fields"]) == {"oauth_url", "client_id", "refresh_token", "actions_url", "website_url"}
+    assert set(conn["conn-fields"]) == {
+        "oauth_url",
+        "client_id",
+        "refresh_token",
+        "actions_url",
+        "website_url",
+    }
     assert conn["conn-fields"]["refresh_token"]["schema"]["format"] == "password"
     # Airflow hides every extra whose name contains "token": the issuer must not be called token_url.
     assert "token_url" not in conn["conn-fields"]
