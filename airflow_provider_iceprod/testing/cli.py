@@ -46,6 +46,11 @@ def build_parser(prog: str = "airflow-iceprod local-server") -> argparse.Argumen
         help="tasks with this name fail (with probability P, default 1); repeatable",
     )
     parser.add_argument("--service-client-secret", help="secret of the confidential client (default: random)")
+    parser.add_argument(
+        "--issue-token",
+        metavar="USER",
+        help="also print a refresh token for USER and a ready AIRFLOW_CONN_* JSON ('airflow_connection')",
+    )
     return parser
 
 
@@ -75,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         fail_tasks=_fail_tasks(args.fail_task),
         service_client_secret=args.service_client_secret,
     )
+    for option, user in (("--issue-token", args.issue_token), ("--auto-approve-as", args.auto_approve_as)):
+        if user is not None and user not in server.usernames:
+            build_parser().error(f"{option}: unknown user {user!r} (known: {', '.join(server.usernames)})")
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -83,7 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with server:
-            info = json.dumps(server.info())
+            data: dict[str, str] = server.info()
+            if args.issue_token:
+                token = server.issue_refresh_token(args.issue_token)
+                data["refresh_token"] = token
+                data["airflow_connection"] = json.dumps(
+                    {"conn_type": "iceprod", "host": server.api_url, "extra": server.connection_extra(token)}
+                )
+            info = json.dumps(data)
             if args.write_json:
                 path = Path(args.write_json)
                 path.parent.mkdir(parents=True, exist_ok=True)

@@ -67,13 +67,15 @@ class LocalIceProd:
         auto_approve_delay: seconds before an auto-approved device code is usable.
         users: extra or replacing users, ``{username: [group paths]}``. Defaults: ``alice`` (IceCube +
             simprod), ``bob`` (IceCube), ``admin`` (IceCube + IceProd admins), ``outsider`` (no IceCube).
-        device_code_lifetime, device_interval: RFC 8628 ``expires_in`` and ``interval``.
+        device_code_lifetime: RFC 8628 ``expires_in`` of device codes, in seconds.
+        device_interval: RFC 8628 polling ``interval`` in seconds (polling faster answers ``slow_down``).
         fail_tasks: ``{task_name: probability}`` or ``{task_name: {"times": N}}`` failure rules.
-        service_client_secret, service_system, service_user: the confidential client
-            (``iceprod-service``); with ``service_system`` its tokens carry the ``iceprod-system`` role,
-            else ``service_user``'s identity and groups.
+        service_client_secret: secret of the confidential client ``iceprod-service`` (default: random).
+        service_system: the confidential client's tokens carry the ``iceprod-system`` role.
+        service_user: without ``service_system``, the user whose identity and groups its tokens carry.
         auth_leeway: seconds of leeway when checking ``exp`` (IceProd uses 60).
         actions_path: serve ``/actions/*`` below this path (``""``: on the API base URL, like production).
+        materialize_batch: jobs per dataset per materialization cron pass (IceProd: about 100).
         dataset_cleanup: run IceProd's ``dataset_cleanup`` cron (suspends leftovers of stopped jobs).
         missing_config_grace: seconds before a processing dataset without config is suspended.
         seed: seed for failure probabilities.
@@ -221,12 +223,14 @@ class LocalIceProd:
             handlers_idp,
             handlers_jobs,
             handlers_tasks,
+            handlers_website,
         )
 
         groups: list[tuple[str, list[type[BaseHandler]]]] = [
             ("", handlers_datasets.HANDLERS + handlers_jobs.HANDLERS + handlers_tasks.HANDLERS),
             (self._actions_path, handlers_actions.handlers()),
             (REALM_PATH, handlers_idp.HANDLERS),
+            ("", handlers_website.HANDLERS),
         ]
         if self._actions_path:
             groups.append((self._actions_path, [handlers_actions.ActionsHealthHandler]))
@@ -326,6 +330,11 @@ class LocalIceProd:
     # ---------------------------------------------------------------- addresses and clients
 
     @property
+    def usernames(self) -> list[str]:
+        """The identity provider's users."""
+        return sorted(self._users)
+
+    @property
     def api_url(self) -> str:
         return self.base_url
 
@@ -339,7 +348,7 @@ class LocalIceProd:
 
     @property
     def website_url(self) -> str:
-        """A placeholder for IceProd's website (dataset links point below it)."""
+        """A placeholder for IceProd's website: ``{website_url}/dataset/<dataset_id>`` shows a dataset."""
         return self.base_url + "/website"
 
     @property
