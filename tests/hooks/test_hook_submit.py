@@ -1,0 +1,163 @@
+"""Submitting never creates a second dataset: marker reattach, lost answers, safe re-sends."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hook_helpers import CONFIG, api_requests
+
+from airflow_provider_iceprod.exceptions import (
+    IceProdAmbiguousError,
+    IceProdDatasetConfigError,
+    IceProdTransientError,
+)
+from airflow_provider_iceprod.hooks.iceprod import IceProdHook
+from airflow_provider_iceprod.testing.server import LocalIceProd
+
+SUBMIT = "POST /actions/submit"
+
+
+def submit(hook: IceProdHook, **kwargs: object):
+    args: dict = {"description": "airflow test", "jobs_submitted": 2, "marker": "dag.run.task.0", **kwargs}
+    return hook.submit_dataset(CONFIG, reconcile_grace=5, **args)
+
+
+def test_submit_polls_until_the_dataset_exists(hook: IceProdHook, ip: LocalIceProd) -> None:
+    requests: list[str] = []
+    result = submit(hook, on_request=requests.append)
+    assert requests == [result.request_id]
+    assert not result.reattached
+    doc = ip.dataset(result.dataset_id)
+    assert doc["description"] == "airflow test [airflow:dag.run.task.0]"
+    assert (doc["jobs_submitted"], doc["tasks_per_job"], doc["username"]) == (2, 2, "alice")
+    assert result.dataset == doc["dataset"]
+    assert result.url == f"{ip.website_url}/dataset/{result.dataset_id}"
+    assert ip.config(result.dataset_id) is not None
+    assert ip.counters.get(SUBMIT) == 1
+
+
+def test_same_marker_reattaches(hook: IceProdHook, ip: LocalIceProd) -> None:
+    first = submit(hook)
+    ip.reset_counters()
+    again = submit(hook)
+    assert again.reattached and again.dataset_id == first.dataset_id and again.request_id is None
+    assert ip.dataset_count() == 1
+    assert SUBMIT not in api_requests(ip)
+    found = hook.find_dataset_by_marker("dag.run.task.0")
+    assert found is not None and found.dataset_id == first.dataset_id
+    assert hook.find_dataset_by_marker("other") is None
+
+
+def test_bad_config_fails_before_any_request(hook: IceProdHook, ip: LocalIceProd) -> None:
+    bad = {"version": 3.2, "tasks": [{"name": "a", "trays": [{"modules": []}]}]}
+    with pytest.raises(IceProdDatasetConfigError):
+        hook.submit_dataset(bad, description="x", jobs_submitted=1)
+    assert ip.counters.total() == 0
+
+
+def test_lost_submit_answer_does_not_create_a_second_dataset(hook: IceProdHook, ip: LocalIceProd) -> None:
+    ip.faults.add(SUBMIT, drop=True, when="after", times=1)  # IceProd acted; the 201 never arrives
+    result = submit(hook)
+    assert ip.dataset_count() == 1
+    assert ip.counters.get(SUBMIT) == 1  # never re-sent
+    assert result.request_id is None and not result.reattached
+    assert ip.config(result.dataset_id) is not None
+
+
+def test_lost_submit_answer_500_after(hook: IceProdHook, ip: LocalIceProd) -> None:
+    ip.faults.add(SUBMIT, status=500, when="after", times=1)
+    result = submit(hook)
+    assert ip.dataset_count() == 1 and ip.counters.get(SUBMIT) == 1
+    assert ip.dataset(result.dataset_id)["description"].endswith("[airflow:dag.run.task.0]")
+
+
+def test_submit_timeout_after_send_is_reconciled(ip: LocalIceProd) -> None:
+    hook = IceProdHook(retry_limit=3, retry_delay=0.01, timeout=0.5, poll_interval=0.05)
+    ip.faults.add(SUBMIT, latency=2.0, when="after", times=1)  # acted, then too slow to answer
+    submit(hook)
+    assert ip.dataset_count() == 1 and ip.counters.get(SUBMIT) == 1
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_submit_rejected_before_the_handler_is_resent(
+    hook: IceProdHook, ip: LocalIceProd, status: int
+) -> None:
+    ip.faults.add(SUBMIT, status=status, retry_after=0.1, times=1)
+    result = submit(hook)
+    assert ip.counters.get(SUBMIT) == 2
+    assert ip.dataset_count() == 1 and result.request_id
+
+
+def test_submit_connection_refused_is_resent(ip: LocalIceProd, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connect error provably never reached IceProd: the same request may go out again."""
+    conn = json.loads(ip.airflow_connection_json())
+    conn["extra"]["actions_url"] = "http://127.0.0.1:9"  # nothing listens on the discard port
+    monkeypatch.setenv("AIRFLOW_CONN_ICEPROD_NO_ACTIONS", json.dumps(conn))
+    hook = IceProdHook("iceprod_no_actions", retry_limit=3, retry_delay=0.01, poll_interval=0.05)
+    with pytest.raises(IceProdTransientError) as info:
+        submit(hook)
+    assert not isinstance(info.value, IceProdAmbiguousError)
+    assert "gave up after 4 attempts" in str(info.value)
+    assert ip.dataset_count() == 0
+
+
+def test_ambiguous_failure_with_nothing_created_is_not_resent(hook: IceProdHook, ip: LocalIceProd) -> None:
+    ip.faults.add(SUBMIT, status=502, times=1)  # a proxy error: the client cannot know it never arrived
+    with pytest.raises(IceProdAmbiguousError) as info:
+        hook.submit_dataset(CONFIG, description="d", jobs_submitted=1, marker="m-502", reconcile_grace=0.3)
+    assert "No dataset carrying [airflow:m-502] appeared within 0.3 s" in str(info.value)
+    assert ip.counters.get(SUBMIT) == 1
+    assert ip.dataset_count() == 0
+    # A later try with the same marker looks again, finds nothing, and submits.
+    result = hook.submit_dataset(
+        CONFIG, description="d", jobs_submitted=1, marker="m-502", reconcile_grace=0.3
+    )
+    assert ip.dataset_count() == 1 and not result.reattached
+
+
+def test_resume_request_id_waits_for_the_earlier_request(hook: IceProdHook, ip: LocalIceProd) -> None:
+    seen: list[str] = []
+    first = submit(hook, on_request=seen.append)
+    ip.reset_counters()
+    again = submit(hook, resume_request_id=seen[0], marker="another-marker")
+    assert again.reattached and again.dataset_id == first.dataset_id and again.request_id == seen[0]
+    assert SUBMIT not in api_requests(ip)
+    assert ip.dataset_count() == 1
+
+
+def test_low_level_submit(hook: IceProdHook, ip: LocalIceProd) -> None:
+    result = submit(hook, low_level=True, extra_submit_fields={"priority": 1})
+    doc = ip.dataset(result.dataset_id)
+    assert doc["priority"] == 1.0 and doc["tasks_submitted"] == 4
+    assert ip.config(result.dataset_id)["tasks"][1]["name"] == "process"
+    assert api_requests(ip)["POST /datasets"] == 1
+    assert result.request_id is None
+
+
+def test_low_level_lost_answer_is_reconciled_and_config_stored(hook: IceProdHook, ip: LocalIceProd) -> None:
+    ip.faults.add("POST /datasets$", drop=True, when="after", times=1)
+    result = submit(hook, low_level=True)
+    assert ip.dataset_count() == 1
+    assert ip.counters.get("POST /datasets") == 1
+    assert ip.config(result.dataset_id) is not None  # PUT /config after reconciling
+
+
+def test_low_level_reattach_stores_a_missing_config(hook: IceProdHook, ip: LocalIceProd) -> None:
+    ip.faults.add("PUT /config/", status=503, times=10)  # the config never got stored
+    with pytest.raises(IceProdTransientError):
+        submit(hook, low_level=True)
+    assert ip.dataset_count() == 1
+    (dataset,) = ip.datasets()
+    assert ip.config(dataset["dataset_id"]) is None
+    ip.faults.clear()
+    result = submit(hook, low_level=True)  # the retry of the task
+    assert result.reattached and ip.dataset_count() == 1
+    assert ip.config(result.dataset_id) is not None
+
+
+def test_materialize_after_submit(hook: IceProdHook, ip: LocalIceProd) -> None:
+    result = submit(hook, materialize=True)
+    assert api_requests(ip)["POST /actions/materialization"] == 1
+    hook.wait_for_action("materialization", hook.materialize(result.dataset_id, wait=False).request_id)
+    assert len(ip.jobs(result.dataset_id)) == 2
