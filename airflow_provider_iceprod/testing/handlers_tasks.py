@@ -103,18 +103,24 @@ class DatasetTaskSummaryStatusHandler(BaseHandler):
         self.write_json(status_sorted(TASK_STATUS, out))
 
 
-class DatasetTaskCountsStatusHandler(BaseHandler):
-    ROUTE = "/datasets/{dataset_id}/task_counts/status"
+class TaskCountsStatusHandler(BaseHandler):
+    """``GET /task_counts/status`` over all datasets: IceProd internals, admin and system only."""
 
-    @api(acl="read")
-    def get(self, caller: Caller, dataset_id: str) -> None:
+    ROUTE = "/task_counts/status"
+
+    @api(roles=("admin", "system"))
+    def get(self, caller: Caller) -> None:
+        tasks = [t for per_dataset in self.ctx.store.tasks.values() for t in per_dataset.values()]
+        self.write_json(self.counts(tasks))
+
+    def counts(self, tasks: list[dict[str, Any]]) -> dict[str, int]:
         statuses = split_arg(self.arg("status"))
         if any(s not in TASK_STATUS for s in statuses):
             raise ApiError(400, "Unknown task status")
         gpu_arg = self.arg("gpu")
         gpu = strtobool(gpu_arg) if gpu_arg is not None else None
         counts: Counter[str] = Counter()
-        for task in self.ctx.store.dataset_tasks(dataset_id).values():
+        for task in tasks:
             if statuses and task["status"] not in statuses:
                 continue
             if gpu is not None:
@@ -122,7 +128,15 @@ class DatasetTaskCountsStatusHandler(BaseHandler):
                 if gpu != (task_gpu >= 1):
                     continue
             counts[task["status"]] += 1
-        self.write_json(status_sorted(TASK_STATUS, counts))
+        return status_sorted(TASK_STATUS, counts)
+
+
+class DatasetTaskCountsStatusHandler(TaskCountsStatusHandler):
+    ROUTE = "/datasets/{dataset_id}/task_counts/status"
+
+    @api(acl="read")
+    def get(self, caller: Caller, dataset_id: str) -> None:  # type: ignore[override]
+        self.write_json(self.counts(list(self.ctx.store.dataset_tasks(dataset_id).values())))
 
 
 class DatasetTaskCountsNameStatusHandler(BaseHandler):
@@ -348,6 +362,7 @@ HANDLERS: list[type[BaseHandler]] = [
     DatasetTasksHandler,
     DatasetTasksStatusHandler,
     DatasetTaskSummaryStatusHandler,
+    TaskCountsStatusHandler,
     DatasetTaskCountsStatusHandler,
     DatasetTaskCountsNameStatusHandler,
     DatasetTaskStatsHandler,

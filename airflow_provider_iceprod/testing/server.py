@@ -154,6 +154,9 @@ class LocalIceProd:
             raise RuntimeError("already started")
         import tornado.netutil
 
+        from airflow_provider_iceprod.testing.validation import warm_up
+
+        warm_up()  # in this thread, before serving: the first import of Airflow takes seconds
         sockets = tornado.netutil.bind_sockets(self._port, address="127.0.0.1")
         self.port = sockets[0].getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"

@@ -12,6 +12,14 @@ from typing import Any
 
 from airflow_provider_iceprod.testing.states import ApiError
 
+_MINIMAL = {"version": 3.2, "tasks": [{"name": "t", "trays": [{"modules": [{"src": "/bin/true"}]}]}]}
+
+
+def warm_up() -> None:
+    """Import the validator (it pulls in Airflow, slow the first time) and build its schema once, so no
+    request ever waits for that inside the server."""
+    _validate(_MINIMAL, force_version=False)
+
 
 def _validate(config: Any, *, force_version: bool) -> dict[str, Any]:
     from airflow_provider_iceprod.dataset_config import validate_config

@@ -76,3 +76,22 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def assert_error(resp: requests.Response, code: int, reason: str) -> None:
+    """IceProd's error format: the status, the reason phrase, and ``{"code": ..., "error": ...}``."""
+    assert (resp.status_code, resp.reason) == (code, reason), (resp.status_code, resp.reason, resp.text)
+    assert resp.headers["Content-Type"].startswith("application/json")
+    assert resp.json() == {"code": code, "error": reason}
+
+
+def new_dataset_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "description": "d",
+        "jobs_submitted": 2,
+        "tasks_submitted": 4,
+        "tasks_per_job": 2,
+        "group": "users",
+    }
+    body.update(overrides)
+    return body
