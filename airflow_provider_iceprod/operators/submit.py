@@ -303,6 +303,10 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         )
         # The hook sends "version": 3.2 on both submit paths, as IceProd's /actions/submit does.
         validate_config(config, strict=True, tasks_per_job=tasks_per_job, force_version=True)
+        if not config.get("tasks"):  # IceProd's schema allows it, but the dataset could never run
+            raise IceProdDatasetConfigError(
+                "Validation error in config['tasks']: a dataset needs at least one task", field="config['tasks']"
+            )
         if not isinstance(self.description, str) or not self.description.strip():
             raise IceProdConfigError(
                 f"'description' must be a non-empty string, got {self.description!r}.", field="description"
