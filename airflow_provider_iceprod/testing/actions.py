@@ -18,8 +18,6 @@ from airflow_provider_iceprod.testing.grid import (
     Grid,
     MaterializationError,
     http_error_text,
-    set_job_status,
-    set_task_status,
 )
 from airflow_provider_iceprod.testing.states import (
     DATASET_STATUS,
@@ -188,7 +186,11 @@ class ActionQueue:
         try:
             with self._store.lock:
                 runner = getattr(self, f"_run_{record.type}")
-                runner(record.payload)
+                try:
+                    runner(record.payload)
+                finally:
+                    if record.payload.get("dataset_id"):
+                        self._store.touch(record.payload["dataset_id"])
         except (ActionFailed, MaterializationError) as exc:
             record.error_message, record.status = str(exc), "error"
         except Exception as exc:  # a bug in a run, reported like IceProd's worker does
@@ -352,7 +354,7 @@ class ActionQueue:
                 if tasks is not None and task["task_id"] not in tasks:
                     continue
                 if task["status"] in task_from:
-                    set_task_status(task, "suspended" if action == "suspend" else "idle", now)
+                    self._store.set_task_status(task, "suspended" if action == "suspend" else "idle", now)
                     task["instance_id"] = ""
                     if action == "hard_reset":
                         task["failures"], task["site"] = 0, ""
@@ -364,7 +366,7 @@ class ActionQueue:
             }[action]
             for job_id, job in self._store.dataset_jobs(dataset_id).items():
                 if (jobs is None or job_id in jobs) and job["status"] in job_from:
-                    set_job_status(job, "suspended" if action == "suspend" else "processing")
+                    self._store.set_job_status(job, "suspended" if action == "suspend" else "processing")
 
     def _run_dataset_status(self, payload: dict[str, Any]) -> None:
         dataset = self._dataset_for_run(payload["dataset_id"])

@@ -49,18 +49,6 @@ class MaterializationError(Exception):
     """Materialization failed; ``str()`` is what IceProd's action would put in ``error_message``."""
 
 
-def set_task_status(task: dict[str, Any], status: str, now: float) -> None:
-    """Change a task's status, stamping ``status_changed`` and the simulation clock."""
-    task["status"] = status
-    task["status_changed"] = nowstr()
-    task["_entered"] = now
-
-
-def set_job_status(job: dict[str, Any], status: str) -> None:
-    job["status"] = status
-    job["status_changed"] = nowstr()
-
-
 class Grid:
     """Simulated HTCondor plus IceProd's status crons, acting on a :class:`Store`."""
 
@@ -120,35 +108,47 @@ class Grid:
     def tick(self, now: float) -> None:
         if self._paused.is_set():
             return
-        with self._store.lock:
-            for dataset_id in list(self._store.tasks):
-                self._advance_tasks(dataset_id, now)
-            self._job_completion()
-            self._dataset_completion(now)
+        store = self._store
+        with store.lock:
+            for running in list(store.running.values()):
+                for task in list(running.values()):
+                    self._advance_running(task, now)
+            dirty, store.dirty = store.dirty, set()
+            for dataset_id in dirty:
+                self._release_idle(dataset_id, now)
+                self._job_completion(dataset_id)
+            for dataset_id, doc in store.datasets.items():
+                if dataset_id in dirty or (doc["status"] == "processing" and dataset_id not in store.configs):
+                    self._dataset_completion(dataset_id, now)
             if self.dataset_cleanup:
-                self._cleanup(now)
+                for dataset_id in dirty:
+                    self._cleanup(dataset_id, now)
 
     def _duration(self, name: str) -> float:
         if isinstance(self.task_duration, Mapping):
             return float(self.task_duration.get(name, self.task_duration.get("*", 0.2)))
         return float(self.task_duration)
 
-    def _advance_tasks(self, dataset_id: str, now: float) -> None:
-        tasks = self._store.tasks[dataset_id]
+    def _release_idle(self, dataset_id: str, now: float) -> None:
+        """``queue_tasks``: idle -> waiting once every dependency is complete."""
+        tasks = self._store.dataset_tasks(dataset_id)
         for task in tasks.values():
-            status = task["status"]
-            age = now - task["_entered"]
-            if status == "idle":
-                if all(tasks.get(dep, {}).get("status") == "complete" for dep in task["depends"]):
-                    set_task_status(task, "waiting", now)
-            elif status == "waiting" and age >= self.step:
-                set_task_status(task, "queued", now)
-            elif status == "queued" and age >= self.step:
-                set_task_status(task, "processing", now)
-                task["site"] = "localhost"
-                task["instance_id"] = new_id()
-            elif status == "processing" and age >= self._duration(task["name"]):
-                self._finish(task, age, now)
+            if task["status"] == "idle" and all(
+                tasks.get(d, {}).get("status") == "complete" for d in task["depends"]
+            ):
+                self._store.set_task_status(task, "waiting", now)
+
+    def _advance_running(self, task: dict[str, Any], now: float) -> None:
+        """HTCondor: waiting -> queued -> processing -> complete or failed."""
+        status, age = task["status"], now - task["_entered"]
+        if status == "waiting" and age >= self.step:
+            self._store.set_task_status(task, "queued", now)
+        elif status == "queued" and age >= self.step:
+            self._store.set_task_status(task, "processing", now)
+            task["site"] = "localhost"
+            task["instance_id"] = new_id()
+        elif status == "processing" and age >= self._duration(task["name"]):
+            self._finish(task, age, now)
 
     def _finish(self, task: dict[str, Any], seconds: float, now: float) -> None:
         rule = self._failures.get(task["name"])
@@ -164,12 +164,12 @@ class Grid:
             task["walltime_err_n"] += 1
             self._store.add_log(dataset_id, task_id, "stdout", f"simulated output of {task['name']}\n")
             self._store.add_log(dataset_id, task_id, "stderr", f"simulated failure of task {task['name']}\n")
-            set_task_status(task, "failed", now)
+            self._store.set_task_status(task, "failed", now)
         else:
             task["walltime"] = hours
             self._store.add_log(dataset_id, task_id, "stdout", f"simulated output of {task['name']}\n")
             self._store.add_log(dataset_id, task_id, "stderr", "")
-            set_task_status(task, "complete", now)
+            self._store.set_task_status(task, "complete", now)
         self._store.task_stats.setdefault(task_id, []).append(
             {
                 "task_stat_id": new_id(),
@@ -187,60 +187,68 @@ class Grid:
         )
         task["instance_id"] = ""
 
-    def _job_completion(self) -> None:
-        for dataset_id, doc in self._store.datasets.items():
-            if doc["status"] != "processing":
+    def _job_completion(self, dataset_id: str) -> None:
+        """``job_completion`` for one dataset."""
+        if self._store.datasets.get(dataset_id, {}).get("status") != "processing":
+            return
+        tasks_by_job: dict[str, set[str]] = {}
+        for task in self._store.dataset_tasks(dataset_id).values():
+            tasks_by_job.setdefault(task["job_id"], set()).add(task["status"])
+        for job_id, job in self._store.dataset_jobs(dataset_id).items():
+            if job["status"] != "processing":
                 continue
-            tasks_by_job: dict[str, set[str]] = {}
-            for task in self._store.dataset_tasks(dataset_id).values():
-                tasks_by_job.setdefault(task["job_id"], set()).add(task["status"])
-            for job_id, job in self._store.dataset_jobs(dataset_id).items():
-                if job["status"] != "processing":
-                    continue
-                statuses = tasks_by_job.get(job_id, set())
-                if statuses == {"complete"}:
-                    set_job_status(job, "complete")
-                elif not statuses - {"complete", "suspended"}:
-                    set_job_status(job, "suspended")
-                elif not statuses - {"complete", "failed", "suspended"}:
-                    set_job_status(job, "errors")
-
-    def _dataset_completion(self, now: float) -> None:
-        for dataset_id, doc in self._store.datasets.items():
-            if doc["status"] != "processing":
-                continue
-            if dataset_id not in self._store.configs:
-                created = self._store.dataset_created.get(dataset_id, now)
-                if now - created >= self.missing_config_grace:
-                    doc["status"] = "suspended"
-                continue
-            if doc.get("always_active"):
-                continue
-            counts = Counter(job["status"] for job in self._store.dataset_jobs(dataset_id).values())
-            if not (doc.get("truncated") or sum(counts.values()) >= doc["jobs_submitted"]):
-                continue
-            statuses = set(counts)
+            statuses = tasks_by_job.get(job_id, set())
             if statuses == {"complete"}:
-                doc["status"] = "complete"
-            elif "processing" not in statuses:
-                doc["status"] = "errors" if "errors" in statuses else "suspended"
+                self._store.set_job_status(job, "complete")
+            elif not statuses - {"complete", "suspended"}:
+                self._store.set_job_status(job, "suspended")
+            elif not statuses - {"complete", "failed", "suspended"}:
+                self._store.set_job_status(job, "errors")
 
-    def _cleanup(self, now: float) -> None:
-        for dataset_id, doc in self._store.datasets.items():
-            jobs = self._store.dataset_jobs(dataset_id)
-            tasks = self._store.dataset_tasks(dataset_id).values()
-            if doc["status"] in ("suspended", "errors"):
-                for job in jobs.values():
-                    if job["status"] == "processing":
-                        set_job_status(job, "suspended")
-                for task in tasks:
-                    if task["status"] not in ("complete", "suspended", "failed"):
-                        set_task_status(task, "suspended", now)
-            elif doc["status"] == "processing":
-                stopped = {jid for jid, job in jobs.items() if job["status"] in ("suspended", "errors")}
-                for task in tasks:
-                    if task["job_id"] in stopped and task["status"] not in ("complete", "suspended"):
-                        set_task_status(task, "suspended", now)
+    def _dataset_completion(self, dataset_id: str, now: float) -> None:
+        """``dataset_completion`` for one dataset."""
+        doc = self._store.datasets.get(dataset_id)
+        if doc is None or doc["status"] != "processing":
+            return
+        if dataset_id not in self._store.configs:
+            created = self._store.dataset_created.get(dataset_id, now)
+            if now - created >= self.missing_config_grace:
+                doc["status"] = "suspended"
+                self._store.touch(dataset_id)
+            return
+        if doc.get("always_active"):
+            return
+        counts = Counter(job["status"] for job in self._store.dataset_jobs(dataset_id).values())
+        if not (doc.get("truncated") or sum(counts.values()) >= doc["jobs_submitted"]):
+            return
+        statuses = set(counts)
+        if statuses == {"complete"}:
+            doc["status"] = "complete"
+        elif "processing" not in statuses:
+            doc["status"] = "errors" if "errors" in statuses else "suspended"
+        else:
+            return
+        self._store.touch(dataset_id)
+
+    def _cleanup(self, dataset_id: str, now: float) -> None:
+        """``dataset_cleanup`` for one dataset: stop leftovers of stopped datasets and jobs."""
+        doc = self._store.datasets.get(dataset_id)
+        if doc is None:
+            return
+        jobs = self._store.dataset_jobs(dataset_id)
+        tasks = self._store.dataset_tasks(dataset_id).values()
+        if doc["status"] in ("suspended", "errors"):
+            for job in jobs.values():
+                if job["status"] == "processing":
+                    self._store.set_job_status(job, "suspended")
+            for task in tasks:
+                if task["status"] not in ("complete", "suspended", "failed"):
+                    self._store.set_task_status(task, "suspended", now)
+        elif doc["status"] == "processing":
+            stopped = {jid for jid, job in jobs.items() if job["status"] in ("suspended", "errors")}
+            for task in tasks:
+                if task["job_id"] in stopped and task["status"] not in ("complete", "suspended"):
+                    self._store.set_task_status(task, "suspended", now)
 
     # ---------------------------------------------------------------- materialization
 
@@ -344,7 +352,7 @@ class Grid:
                 "priority": 1.0,
                 "instance_id": "",
             }
-            set_task_status(task, set_status or "idle", now)
+            self._store.set_task_status(task, set_status or "idle", now)
             tasks[task_id] = task
             task_ids.append(task_id)
 

@@ -200,6 +200,8 @@ def api(
                     if acl is not None:
                         self.ctx.store.check_acl(caller, kwargs.get("dataset_id", ""), acl)
                     method(self, caller, **kwargs)
+                    if self.request.method != "GET" and kwargs.get("dataset_id"):
+                        self.ctx.store.touch(kwargs["dataset_id"])
             except ApiError as exc:
                 raise tornado.web.HTTPError(exc.code, reason=exc.reason) from None
             except tornado.web.HTTPError:

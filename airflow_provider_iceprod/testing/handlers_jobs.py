@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from airflow_provider_iceprod.testing.grid import set_job_status
 from airflow_provider_iceprod.testing.handlers_base import BaseHandler, api
 from airflow_provider_iceprod.testing.states import (
     JOB_STATUS,
@@ -86,7 +85,7 @@ class DatasetJobsStatusHandler(BaseHandler):
         if job is None:
             raise ApiError(404, "Job not found")
         if job["status"] in prev_statuses(JOB_STATUS, data["status"]):
-            set_job_status(job, data["status"])
+            self.ctx.store.set_job_status(job, data["status"])
         elif job["status"] != data["status"]:
             raise ApiError(400, "Bad state transition for status")
         self.write_json({})
@@ -109,7 +108,7 @@ class DatasetJobBulkStatusHandler(BaseHandler):
         changed = 0
         for job_id, job in self.ctx.store.dataset_jobs(dataset_id).items():
             if job_id in wanted and job["status"] in allowed:
-                set_job_status(job, status)
+                self.ctx.store.set_job_status(job, status)
                 changed += 1
         if not changed:
             raise ApiError(404, "Jobs not found")
@@ -130,7 +129,7 @@ class _JobBulkHandler(BaseHandler):
             if wanted is not None and job_id not in wanted:
                 continue
             if self.FROM is None or job["status"] in self.FROM:
-                set_job_status(job, self.NEW_STATUS)
+                self.ctx.store.set_job_status(job, self.NEW_STATUS)
         self.write_json({})
 
 

@@ -6,7 +6,6 @@ import statistics
 from collections import Counter, defaultdict
 from typing import Any
 
-from airflow_provider_iceprod.testing.grid import set_task_status
 from airflow_provider_iceprod.testing.handlers_base import BaseHandler, api
 from airflow_provider_iceprod.testing.handlers_jobs import BULK_LIMIT, selected_ids
 from airflow_provider_iceprod.testing.states import (
@@ -85,7 +84,7 @@ class DatasetTasksStatusHandler(BaseHandler):
         if task is None:
             raise ApiError(404, "Task not found")
         if task["status"] in prev_statuses(TASK_STATUS, data["status"]):
-            set_task_status(task, data["status"], self.ctx.clock())
+            self.ctx.store.set_task_status(task, data["status"], self.ctx.clock())
             task["instance_id"] = ""
         elif task["status"] != data["status"]:
             raise ApiError(400, "Bad state transition for status")
@@ -198,7 +197,7 @@ class DatasetTaskBulkStatusHandler(BaseHandler):
         changed = 0
         for task_id, task in self.ctx.store.dataset_tasks(dataset_id).items():
             if task_id in wanted:
-                set_task_status(task, status, now)
+                self.ctx.store.set_task_status(task, status, now)
                 task["instance_id"] = ""
                 changed += 1
         if not changed:
@@ -229,7 +228,7 @@ class _TaskBulkHandler(BaseHandler):
             if tasks is not None and task_id not in tasks:
                 continue
             if self.FROM is None or task["status"] in self.FROM:
-                set_task_status(task, self.NEW_STATUS, now)
+                self.ctx.store.set_task_status(task, self.NEW_STATUS, now)
                 task["instance_id"] = ""
                 if self.HARD:
                     task["failures"] = 0

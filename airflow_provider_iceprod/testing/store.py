@@ -15,6 +15,8 @@ from typing import Any
 
 from airflow_provider_iceprod.testing.states import DATASET_STATUS, GROUPS, ApiError, new_id, nowstr
 
+TIMED_TASK_STATUSES = frozenset({"waiting", "queued", "processing"})  # the grid moves these on its own
+
 # POST /datasets field types, checked with isinstance as IceProd does (so True passes as an int)
 _REQUIRED_FIELDS: dict[str, type] = {
     "description": str,
@@ -59,6 +61,32 @@ class Store:
     task_stats: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # task_id -> stats entries
     dataset_created: dict[str, float] = field(default_factory=dict)  # dataset_id -> monotonic time
     last_dataset_num: int = 0
+    # what the grid has to look at: tasks it moves by time, and datasets where anything changed
+    running: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    dirty: set[str] = field(default_factory=set)
+
+    # ---------------------------------------------------------------- status changes
+
+    def set_task_status(self, task: dict[str, Any], status: str, now: float) -> None:
+        """Change a task's status, stamping ``status_changed`` and the simulation clock."""
+        task["status"] = status
+        task["status_changed"] = nowstr()
+        task["_entered"] = now
+        running = self.running.setdefault(task["dataset_id"], {})
+        if status in TIMED_TASK_STATUSES:
+            running[task["task_id"]] = task
+        else:
+            running.pop(task["task_id"], None)
+        self.dirty.add(task["dataset_id"])
+
+    def set_job_status(self, job: dict[str, Any], status: str) -> None:
+        job["status"] = status
+        job["status_changed"] = nowstr()
+        self.dirty.add(job["dataset_id"])
+
+    def touch(self, dataset_id: str) -> None:
+        """Something about this dataset changed: the grid's next pass looks at it."""
+        self.dirty.add(dataset_id)
 
     # ---------------------------------------------------------------- ACL
 
@@ -130,6 +158,7 @@ class Store:
         self.dataset_created[dataset_id] = now
         self.jobs[dataset_id] = {}
         self.tasks[dataset_id] = {}
+        self.touch(dataset_id)
 
         group = data["group"]
         all_read = {"admin", group, *read_groups}
