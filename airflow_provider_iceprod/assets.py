@@ -42,7 +42,8 @@ def _api_host(api_url_or_host: str) -> str:
     host = (parts.hostname or "").lower()
     if not host or parts.path.strip("/"):
         raise IceProdConfigError(
-            f"Not an IceProd API URL or host: {api_url_or_host!r} (expected e.g. https://api.iceprod.icecube.aq).",
+            f"Not an IceProd API URL or host: {api_url_or_host!r} "
+            "(expected e.g. https://api.iceprod.icecube.aq).",
             field="api_url",
         )
     return f"{host}:{parts.port}" if parts.port else host

@@ -1,25 +1,23 @@
 """``IceProdDatasetActionOperator``: one action on an IceProd dataset, waited for, with a result.
 
-Actions and their ``value``:
+| action | `value` | what happens |
+|---|---|---|
+| `suspend` | - | the dataset, its jobs and tasks are suspended (`/actions/dataset_status`) |
+| `resume` | - | a suspended or errors dataset goes back to processing (1) |
+| `retry_failed` | - | failed tasks are reset (`/actions/task_status`); skipped when none failed |
+| `hard_reset` | - | every task runs again, complete ones too |
+| `truncate` | - | no new jobs; the dataset completes when its existing jobs do |
+| `set_priority` | a number, e.g. `0.8` | the dataset priority |
+| `set_description` | a non-empty string | the description |
+| `add_jobs` | a positive integer | that many jobs are added to `jobs_submitted` |
+| `set_requirements` | `{task_name: {resource: value}}` | requirements of the tasks of that name (2) |
 
-================== ============================================================================
-``suspend``        none. Suspends the dataset and its jobs and tasks (``/actions/dataset_status``).
-``resume``         none. Puts a suspended or errors dataset back to processing and resets its
-                   suspended and failed tasks. A processing dataset is left alone (IceProd's reset
-                   would restart its running tasks).
-``retry_failed``   none. Resets the failed tasks (``/actions/task_status``, ``initial_status=failed``);
-                   nothing is sent when no task failed.
-``hard_reset``     none. Re-runs every task, complete ones too.
-``truncate``       none. Stops creating new jobs; the dataset completes when its existing jobs do.
-``set_priority``   a number, e.g. ``0.8``.
-``set_description`` a non-empty string.
-``add_jobs``       a positive integer: how many jobs to add to ``jobs_submitted``.
-``set_requirements`` ``{task_name: {resource: value}}``; resources ``cpu``, ``gpu`` (int), ``memory``,
-                   ``disk`` (GB), ``time`` (hours) (numbers), ``os`` (list of str), ``site`` (str).
-================== ============================================================================
+(1) Its suspended and failed tasks are reset. A processing dataset is left alone: IceProd's reset
+would restart its running tasks. (2) Resources: `cpu`, `gpu` (int), `memory`, `disk` (GB), `time`
+(hours), `os` (list of str), `site` (str).
 
 Every argument is checked before any request. A change IceProd's dataset state machine forbids
-(e.g. resuming or suspending a ``complete`` dataset) fails with a clear error and is not retried.
+(e.g. resuming or suspending a `complete` dataset) fails with a clear error and is not retried.
 """
 
 from __future__ import annotations
@@ -172,18 +170,19 @@ def _forbidden(action: str, status: str) -> str | None:
 class IceProdDatasetActionOperator(BaseOperator):
     """Run one action on an IceProd dataset and wait for IceProd to finish it.
 
-    :param action: one of ``suspend``, ``resume``, ``retry_failed``, ``hard_reset``, ``truncate``,
-        ``set_priority``, ``set_description``, ``add_jobs``, ``set_requirements`` (templated).
-    :param dataset: the dataset id (32 hex) or number; templated, so it can come from XCom, e.g.
-        ``"{{ ti.xcom_pull(task_ids='submit', key='dataset_id') }}"`` or ``submit.output``.
-    :param value: the action's argument where it needs one (templated), see the module docs.
-    :param iceprod_conn_id: the Airflow connection (templated).
-    :param asset_alias: emit an asset event for ``iceprod://<api host>/datasets/<number>`` through
-        ``AssetAlias(asset_alias)`` on success.
-    :param request_retry_limit: re-sends of a request after a transient error (hook retry policy).
-    :param request_retry_delay: base delay of the exponential backoff, seconds.
-    :param request_timeout: seconds per HTTP request.
-    :param action_poll_interval: seconds between polls of IceProd ``/actions`` requests.
+    Args:
+        action: one of ``suspend``, ``resume``, ``retry_failed``, ``hard_reset``, ``truncate``,
+            ``set_priority``, ``set_description``, ``add_jobs``, ``set_requirements`` (templated).
+        dataset: the dataset id (32 hex) or number; templated, so it can come from XCom, e.g.
+            ``"{{ ti.xcom_pull(task_ids='submit', key='dataset_id') }}"`` or ``submit.output``.
+        value: the action's argument where it needs one (templated), see the module docs.
+        iceprod_conn_id: the Airflow connection (templated).
+        asset_alias: emit an asset event for ``iceprod://<api host>/datasets/<number>`` through
+            ``AssetAlias(asset_alias)`` on success.
+        request_retry_limit: re-sends of a request after a transient error (hook retry policy).
+        request_retry_delay: base delay of the exponential backoff, seconds.
+        request_timeout: seconds per HTTP request.
+        action_poll_interval: seconds between polls of IceProd ``/actions`` requests.
 
     Returns a dict: ``action``, ``dataset_id``, ``dataset``, ``status_before``, ``status``,
     ``job_counts``, ``task_counts`` (after the action), ``changed`` (False when nothing had to be

@@ -113,51 +113,52 @@ def _seconds(value: float | timedelta | None, field: str) -> float | None:
 class IceProdSubmitDatasetOperator(BaseOperator):
     """Submit an IceProd dataset config, once per task instance; return the dataset id.
 
-    :param config: the dataset config: a dict, a ``.json``/``.yaml``/``.yml`` file name (relative
-        to the DAG folder or ``template_searchpath``; rendered with Jinja), or JSON/YAML text.
-        Templated. IceProd macros such as ``$(dataset)`` are left alone.
-    :param description: the dataset description (templated). The operator appends a marker
-        ``[airflow:<16 hex>]`` that lets a retried task find its dataset.
-    :param jobs_submitted: number of jobs (positive integer, templated).
-    :param group: ``users`` (default), ``simprod``, ``filtering`` or ``admin`` (templated); the token
-        must be a member.
-    :param iceprod_conn_id: the Airflow connection (templated).
-    :param tasks_per_job: when given, the config must have exactly this many tasks.
-    :param priority: dataset priority (a number), sent as an extra submit field.
-    :param start_suspended: create the dataset ``suspended`` (``{"status": "suspended"}``).
-    :param debug: IceProd's dataset ``debug`` flag.
-    :param extra_submit_fields: other optional ``POST /datasets`` fields (``jobs_immutable``,
-        ``always_active``, ``auth_groups_read``, ...), checked before sending.
-    :param materialize: ask IceProd to create the first jobs now instead of waiting for its cron.
-    :param low_level: submit with ``POST /datasets`` + ``PUT /config`` (tokens with the system
-        role) instead of ``/actions/submit``.
-    :param dry_run: render and validate, log the final config and return it; submit nothing.
-    :param on_existing_failed: what a retried (or cleared) task does when the dataset an earlier
-        try created is in ``errors``, stalled (failed tasks, nothing running) or ``suspended``:
-        ``reset`` (default: retry its failed tasks, or resume it when suspended), ``resubmit``
-        (mark the old dataset superseded and submit a new one) or ``fail``.
-    :param submit_timeout: seconds to wait for IceProd's submit request to yield a dataset.
-    :param wait_for_completion: after submitting, wait for the dataset like ``IceProdDatasetSensor``.
-    :param deferrable: wait in the triggerer instead of holding a worker slot (default:
-        ``[operators] default_deferrable``).
-    :param poll_interval: seconds between progress polls while waiting.
-    :param wait_timeout: give up waiting after this long (seconds or timedelta): the task fails
-        with ``AirflowSensorTimeout``; the dataset keeps running.
-    :param target_states: dataset statuses that end the wait successfully (default ``complete``).
-    :param on_suspended: ``fail`` (default), ``wait`` or ``timeout`` when the dataset is suspended.
-    :param stall_polls: consecutive polls with failed tasks and nothing running before the wait
-        fails as stalled.
-    :param tolerate_errors: consecutive polls that may fail with a transient IceProd error (after
-        the hook's retries) before the task fails.
-    :param cancel_on_kill: when the task is killed while waiting (marked failed/success, cleared),
-        suspend the dataset it submitted (default ``True``; best effort, resumable with the
-        ``resume`` action). In deferrable mode the trigger does this on Airflow 3.3+.
-    :param asset_alias: emit an asset event for ``iceprod://<api host>/datasets/<number>`` through
-        ``AssetAlias(asset_alias)`` on success.
-    :param request_retry_limit: re-sends of a request after a transient error (hook retry policy).
-    :param request_retry_delay: base delay of the exponential backoff, seconds.
-    :param request_timeout: seconds per HTTP request.
-    :param action_poll_interval: seconds between polls of IceProd ``/actions`` requests.
+    Args:
+        config: the dataset config: a dict, a ``.json``/``.yaml``/``.yml`` file name (relative
+            to the DAG folder or ``template_searchpath``; rendered with Jinja), or JSON/YAML text.
+            Templated. IceProd macros such as ``$(dataset)`` are left alone.
+        description: the dataset description (templated). The operator appends a marker
+            ``[airflow:<16 hex>]`` that lets a retried task find its dataset.
+        jobs_submitted: number of jobs (positive integer, templated).
+        group: ``users`` (default), ``simprod``, ``filtering`` or ``admin`` (templated); the token
+            must be a member.
+        iceprod_conn_id: the Airflow connection (templated).
+        tasks_per_job: when given, the config must have exactly this many tasks.
+        priority: dataset priority (a number), sent as an extra submit field.
+        start_suspended: create the dataset ``suspended`` (``{"status": "suspended"}``).
+        debug: IceProd's dataset ``debug`` flag.
+        extra_submit_fields: other optional ``POST /datasets`` fields (``jobs_immutable``,
+            ``always_active``, ``auth_groups_read``, ...), checked before sending.
+        materialize: ask IceProd to create the first jobs now instead of waiting for its cron.
+        low_level: submit with ``POST /datasets`` + ``PUT /config`` (tokens with the system
+            role) instead of ``/actions/submit``.
+        dry_run: render and validate, log the final config and return it; submit nothing.
+        on_existing_failed: what a retried (or cleared) task does when the dataset an earlier
+            try created is in ``errors``, stalled (failed tasks, nothing running) or ``suspended``:
+            ``reset`` (default: retry its failed tasks, or resume it when suspended), ``resubmit``
+            (mark the old dataset superseded and submit a new one) or ``fail``.
+        submit_timeout: seconds to wait for IceProd's submit request to yield a dataset.
+        wait_for_completion: after submitting, wait for the dataset like ``IceProdDatasetSensor``.
+        deferrable: wait in the triggerer instead of holding a worker slot (default:
+            ``[operators] default_deferrable``).
+        poll_interval: seconds between progress polls while waiting.
+        wait_timeout: give up waiting after this long (seconds or timedelta): the task fails
+            with ``AirflowSensorTimeout``; the dataset keeps running.
+        target_states: dataset statuses that end the wait successfully (default ``complete``).
+        on_suspended: ``fail`` (default), ``wait`` or ``timeout`` when the dataset is suspended.
+        stall_polls: consecutive polls with failed tasks and nothing running before the wait
+            fails as stalled.
+        tolerate_errors: consecutive polls that may fail with a transient IceProd error (after
+            the hook's retries) before the task fails.
+        cancel_on_kill: when the task is killed while waiting (marked failed/success, cleared),
+            suspend the dataset it submitted (default ``True``; best effort, resumable with the
+            ``resume`` action). In deferrable mode the trigger does this on Airflow 3.3+.
+        asset_alias: emit an asset event for ``iceprod://<api host>/datasets/<number>`` through
+            ``AssetAlias(asset_alias)`` on success.
+        request_retry_limit: re-sends of a request after a transient error (hook retry policy).
+        request_retry_delay: base delay of the exponential backoff, seconds.
+        request_timeout: seconds per HTTP request.
+        action_poll_interval: seconds between polls of IceProd ``/actions`` requests.
     """
 
     template_fields: Sequence[str] = ("config", "description", "jobs_submitted", "group", "iceprod_conn_id")
@@ -305,7 +306,8 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         validate_config(config, strict=True, tasks_per_job=tasks_per_job, force_version=True)
         if not config.get("tasks"):  # IceProd's schema allows it, but the dataset could never run
             raise IceProdDatasetConfigError(
-                "Validation error in config['tasks']: a dataset needs at least one task", field="config['tasks']"
+                "Validation error in config['tasks']: a dataset needs at least one task",
+                field="config['tasks']",
             )
         if not isinstance(self.description, str) or not self.description.strip():
             raise IceProdConfigError(

@@ -126,7 +126,8 @@ def test_templated_config_file_and_dry_run_send_nothing(
         "version: 3.2\n"
         "tasks:\n"
         "  - name: generate\n"
-        '    trays: [{modules: [{src: /usr/bin/python3, args: "-c \'print(\\"{{ params.word }} $(job)\\")\'"}]}]\n'
+        "    trays: [{modules: [{src: /usr/bin/python3,\n"
+        '                        args: "-c \'print(\\"{{ params.word }} $(job)\\")\'"}]}]\n'
     )
     with make_dag("val_dry_run", template_searchpath=[str(tmp_path)], params={"word": "hello"}) as dag:
         _op(
