@@ -504,6 +504,8 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         status = progress.status
         if self.wait_for_completion and status in self.target_states:
             return None
+        if status == "suspended" and self._starts_suspended():
+            return None  # suspended on purpose: start_suspended / extra status
         if status == "errors":
             return "in status 'errors'"
         if status == "suspended":
@@ -511,6 +513,9 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         if status == "processing" and progress.tasks_failed > 0 and progress.tasks_active == 0:
             return "stalled (failed tasks and nothing waiting, queued or processing)"
         return None
+
+    def _starts_suspended(self) -> bool:
+        return bool(self.start_suspended) or (self.extra_submit_fields or {}).get("status") == "suspended"
 
     def _supersede(self, hook: IceProdHook, dataset_id: str, marker: str) -> None:
         dataset = hook.get_dataset(dataset_id)

@@ -317,3 +317,17 @@ def test_asset_alias_emits_an_event_for_the_dataset(iceprod_connection, airflow_
     assert extra["dataset"] == dataset["dataset"]
     assert extra["status"] == "complete"
     assert extra["job_counts"] == {"complete": 2}
+
+
+def test_a_dataset_started_suspended_is_not_resumed_on_retry(iceprod_connection, airflow_db) -> None:
+    ip = iceprod_connection
+    ip.faults.add(r"^GET /datasets/\{dataset_id\}$", status=500, times=1)  # try 1 fails after the submit
+    with make_dag("op_submit_suspended_retry", retries=1) as dag:
+        _submit(materialize=False, start_suspended=True)
+    dag_run = run_dag(dag)
+
+    assert str(dag_run.state) == "success"
+    assert try_numbers(dag_run, "submit") == 2
+    assert ip.dataset_count() == 1
+    assert ip.datasets()[0]["status"] == "suspended"
+    assert ip.counters.matching(r"^POST /actions/dataset_status$") == 0
