@@ -140,6 +140,7 @@ class IdentityProvider:
         self._validated: dict[str, dict[str, Any]] = {}
         self._live_jtis: set[str] = set()  # access tokens issued since the last expire_access_tokens()
         self._expired_jtis: set[str] = set()
+        self._issued: list[str] = []  # every token signed, so tests can prove none leaked into logs
 
     # ---------------------------------------------------------------- endpoints (paths below the issuer)
 
@@ -178,7 +179,15 @@ class IdentityProvider:
     # ---------------------------------------------------------------- tokens
 
     def _sign(self, claims: dict[str, Any]) -> str:
-        return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.kid})
+        token = jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.kid})
+        with self._lock:
+            self._issued.append(token)
+        return token
+
+    def issued_tokens(self) -> list[str]:
+        """Every access and refresh token this issuer has signed, oldest first."""
+        with self._lock:
+            return list(self._issued)
 
     def _access_token(self, *, sub: str, client_id: str, sid: str, scope: str, extra: dict[str, Any]) -> str:
         now = int(self.clock())

@@ -396,6 +396,10 @@ class LocalIceProd:
             )["access_token"]
         )
 
+    def issued_tokens(self) -> list[str]:
+        """Every access and refresh token the identity provider signed (for leak checks in logs)."""
+        return self.idp.issued_tokens()
+
     def revoke_refresh_token(self, token: str) -> bool:
         """End the session of a refresh token (every refresh token of that login stops working)."""
         return self.idp.revoke_refresh_token(token)
