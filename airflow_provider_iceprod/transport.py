@@ -255,15 +255,24 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 _clients_lock = threading.Lock()
 _sync_clients: dict[tuple[int, str], httpx.Client] = {}
 _async_clients: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[int, str], httpx.AsyncClient]
+    asyncio.AbstractEventLoop, dict[tuple[int, str], tuple[httpx.AsyncClient, asyncio.Semaphore]]
 ] = weakref.WeakKeyDictionary()
 
 
-def _client_options() -> dict[str, Any]:
+#: Connections per client. The sync client is shared by every thread of the process. An async client
+#: serves one event loop; there more connections (and a long queue inside httpcore, which rescans it on
+#: every request) cost client CPU, so concurrent calls wait at a semaphore for a keep-alive connection.
+SYNC_POOL_SIZE = 64
+ASYNC_POOL_SIZE = 8
+
+
+def _client_options(pool_size: int) -> dict[str, Any]:
     import httpx
 
     return {
-        "limits": httpx.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=30.0),
+        "limits": httpx.Limits(
+            max_connections=pool_size, max_keepalive_connections=pool_size, keepalive_expiry=30.0
+        ),
         "follow_redirects": False,
         "headers": {"User-Agent": USER_AGENT, "Accept": "application/json"},
     }
@@ -284,13 +293,13 @@ def shared_client(base_url: str) -> httpx.Client:
         with _clients_lock:
             client = _sync_clients.get(key)
             if client is None or client.is_closed:
-                client = httpx.Client(**_client_options())
+                client = httpx.Client(**_client_options(SYNC_POOL_SIZE))
                 _sync_clients[key] = client
     return client
 
 
-def shared_async_client(base_url: str) -> httpx.AsyncClient:
-    """The async client for ``base_url``'s origin on the running event loop (one per loop)."""
+def _async_slot(base_url: str) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+    """The running loop's client for ``base_url``'s origin and the gate in front of its pool."""
     import asyncio
 
     loop = asyncio.get_running_loop()
@@ -299,12 +308,18 @@ def shared_async_client(base_url: str) -> httpx.AsyncClient:
         per_loop = _async_clients.get(loop)
         if per_loop is None:
             per_loop = _async_clients[loop] = {}
-        client = per_loop.get(key)
-        if client is None or client.is_closed:
+        slot = per_loop.get(key)
+        if slot is None or slot[0].is_closed:
             import httpx
 
-            client = per_loop[key] = httpx.AsyncClient(**_client_options())
-    return client
+            client = httpx.AsyncClient(**_client_options(ASYNC_POOL_SIZE))
+            slot = per_loop[key] = (client, asyncio.Semaphore(ASYNC_POOL_SIZE))
+    return slot
+
+
+def shared_async_client(base_url: str) -> httpx.AsyncClient:
+    """The async client for ``base_url``'s origin on the running event loop (one per loop)."""
+    return _async_slot(base_url)[0]
 
 
 def close_shared_clients() -> None:
@@ -322,7 +337,7 @@ async def aclose_loop_clients() -> None:
 
     with _clients_lock:
         per_loop = _async_clients.pop(asyncio.get_running_loop(), {})
-    for client in per_loop.values():
+    for client, _gate in per_loop.values():
         await client.aclose()
 
 
@@ -560,7 +575,7 @@ class Transport:
         import httpx
 
         exchange = self._exchange(call)
-        client = shared_async_client(call.url)
+        client, gate = _async_slot(call.url)
         reply: Any = None
         try:
             while True:
@@ -570,7 +585,8 @@ class Transport:
                     reply = await self.token_source.aget_token(force_refresh=need.force_refresh)
                     continue
                 try:
-                    reply = await client.send(client.build_request(**need.kwargs))
+                    async with gate:
+                        reply = await client.send(client.build_request(**need.kwargs))
                 except httpx.HTTPError as exc:
                     reply = exc
         except StopIteration as done:
