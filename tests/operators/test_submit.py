@@ -66,16 +66,17 @@ def test_submit_deferrable_waits_in_the_trigger(iceprod_connection, airflow_db, 
     runs: list[dict] = []
     original_run = IceProdDatasetTrigger.run
 
+    ip = iceprod_connection
+
     def spy_run(self):  # dag.test() runs the trigger in this process
         runs.append(self.serialize()[1])
+        later(0.3, ip.grid.resume)  # the dataset can finish only once the wait is in the trigger
         return original_run(self)
 
     monkeypatch.setattr(IceProdDatasetTrigger, "run", spy_run)
-    ip = iceprod_connection
-    ip.grid.pause()  # nothing can finish before the operator defers
-    later(1.5, ip.grid.resume)
+    ip.grid.pause()
     with make_dag("op_submit_deferrable") as dag:
-        _submit(wait_for_completion=True, deferrable=True, cancel_on_kill=False)
+        _submit(wait_for_completion=True, deferrable=True, cancel_on_kill=False, wait_timeout=60)
     dag_run = run_dag(dag)
 
     assert str(dag_run.state) == "success"
