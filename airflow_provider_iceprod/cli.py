@@ -314,8 +314,8 @@ class CliTokenStateStore:
     """Token state for the CLI, with DB access.
 
     ``load`` returns the newest of the DB connection's refresh token and the overlay Variable (other
-    processes may have rotated either). ``save`` writes the rotated token into the connection itself
-    when it lives in the DB, else into the overlay Variable.
+    processes may have rotated either). ``save`` writes a rotated token to the overlay Variable and,
+    when the connection lives in the DB, into the connection itself.
     """
 
     def __init__(self, conn: StoredConnection, db: MetadataDb) -> None:
@@ -352,18 +352,19 @@ class CliTokenStateStore:
         return max(states, key=lambda s: s.saved_at) if states else None
 
     def save(self, state: TokenState) -> bool:
-        from airflow_provider_iceprod.auth.state import VARIABLE_PREFIX
+        """Overlay Variable first (what tasks read), then the DB connection's token itself.
 
+        ``refresh_token_saved_at`` keeps meaning "when the login ran"; the overlay's ``saved_at`` is newer,
+        so tasks pick the same token from either place.
+        """
+        self.db.set_variable(self.key, state.to_json(), "IceProd token state (airflow-iceprod)")
+        self.last_saved_to = f"Variable {self.key}"
         if self.in_db:
             current = self.db.get(self.conn.conn_id)
             if current is not None:
                 current.extra["refresh_token"] = state.refresh_token
-                current.extra["refresh_token_saved_at"] = state.saved_at
                 self.db.put(current)
-                self.last_saved_to = f"connection {self.conn.conn_id!r} in the metadata DB"
-                return True
-        self.db.set_variable(self.key, state.to_json(), f"{VARIABLE_PREFIX} state (airflow-iceprod CLI)")
-        self.last_saved_to = f"Variable {self.key}"
+                self.last_saved_to += f" and connection {self.conn.conn_id!r} in the metadata DB"
         return True
 
     def clear(self) -> None:
@@ -573,13 +574,11 @@ def _status_lines(status: TokenStatus, store: CliTokenStateStore, api_url: str) 
         left = status.access_expires_at - now
         lines.append(("Access token", f"valid until {_when(status.access_expires_at)} ({_span(left)} left)"))
     if status.credential == "refresh_token":
-        lines.append(
-            (
-                "Refresh token",
-                f"from {sources.get(status.refresh_source, status.refresh_source)}, issued "
-                f"{_ago(now - status.refresh_saved_at if status.refresh_saved_at else None)}",
-            )
-        )
+        used = sources.get(status.refresh_source, status.refresh_source)
+        text = f"used the one from {used}"
+        if store.last_saved_to:
+            text += f"; the issuer rotated it, the new one is saved in {store.last_saved_to}"
+        lines.append(("Refresh token", text))
         lines.append(("Login", _ago(now - status.login_at) if status.login_at else "unknown"))
     lines.append(("Last refresh", _ago(now - status.last_refresh_at if status.last_refresh_at else None)))
     return lines
@@ -609,7 +608,7 @@ def cmd_refresh(args: argparse.Namespace, out: TextIO) -> int:
         file=out,
     )
     if store.last_saved_to:
-        print(f"The issuer rotated the refresh token; saved it to {store.last_saved_to}.", file=out)
+        print(f"The issuer rotated the refresh token; saved the new one in {store.last_saved_to}.", file=out)
     return EXIT_OK
 
 

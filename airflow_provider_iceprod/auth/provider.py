@@ -9,7 +9,8 @@ Life of a token, for one connection in one process:
    the connection's ``refresh_token_saved_at``) and the one this process last received.
 4. A rotated refresh token is written to the overlay at once, before the new access token is used.
 5. ``invalid_grant``: re-read the overlay (another worker may have rotated) and retry with a token not
-   tried yet, a bounded number of times; then :class:`IceProdAuthError` naming the login command.
+   tried yet (at most ``max_reread_retries`` times, each re-read waiting at most ~4 s for a new token);
+   then :class:`IceProdAuthError` naming the login command.
 
 Nothing here ever starts an interactive login. Every token is given to the secret masker first.
 """
@@ -53,8 +54,9 @@ _rest_tools_log = logging.getLogger("rest_tools")
 if _rest_tools_log.level < logging.WARNING:
     _rest_tools_log.setLevel(logging.WARNING)
 
-#: Waits before each re-read of the overlay after ``invalid_grant`` (another worker's write may be in flight).
-REREAD_DELAYS = (0.0, 0.25, 0.5, 1.0, 2.0)
+#: Waits before each re-read of the overlay after ``invalid_grant`` (another worker's write may be in
+#: flight), each stretched by up to 50 % random jitter so that racing workers spread out.
+REREAD_DELAYS = (0.05, 0.25, 0.5, 1.0, 2.0)
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ class TokenProvider:
         state_store: TokenStateStore | None = None,
         lead_time: float = DEFAULT_LEAD_TIME,
         cache: TokenCache | None = None,
-        max_reread_retries: int = 3,
+        max_reread_retries: int = 8,
     ) -> None:
         self.settings = settings
         self.retry = retry

@@ -11,7 +11,9 @@ from airflow_provider_iceprod.transport import RetrySettings
 FAST_RETRY = RetrySettings(retry_limit=2, retry_delay=0.01, max_delay=0.05, timeout=5.0)
 
 
-def settings_for(ip: LocalIceProd, refresh_token: str | None = None, conn_id: str = "iceprod_test", **extra: Any):
+def settings_for(
+    ip: LocalIceProd, refresh_token: str | None = None, conn_id: str = "iceprod_test", **extra: Any
+):
     """ConnectionSettings pointing at ``ip`` with ``refresh_token`` (and extra overrides)."""
     fields = ip.connection_extra(refresh_token)
     password = extra.pop("password", None)

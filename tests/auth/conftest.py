@@ -6,12 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from auth_helpers import FAST_RETRY
 
 from airflow_provider_iceprod.auth.cache import TOKEN_CACHE
 from airflow_provider_iceprod.auth.oidc import clear_discovery_cache
 from airflow_provider_iceprod.testing import LocalIceProd
 from airflow_provider_iceprod.transport import RetrySettings
-from auth_helpers import FAST_RETRY
 
 
 @pytest.fixture(autouse=True)

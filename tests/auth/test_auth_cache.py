@@ -7,13 +7,13 @@ import threading
 import time
 
 import pytest
+from auth_helpers import FAST_RETRY, settings_for
 
 from airflow_provider_iceprod.auth.cache import TokenCache
 from airflow_provider_iceprod.auth.provider import TokenProvider
 from airflow_provider_iceprod.auth.state import MemoryTokenStateStore
 from airflow_provider_iceprod.auth.tokens import AccessToken
 from airflow_provider_iceprod.testing import LocalIceProd
-from auth_helpers import FAST_RETRY, settings_for
 
 TOKEN_ROUTE = r"/protocol/openid-connect/token"
 
@@ -160,7 +160,8 @@ async def test_threads_and_coroutines_together_cause_one_grant(idp: LocalIceProd
     token = idp.issue_refresh_token("alice")
     thread_results: list[str] = []
     threads = [
-        threading.Thread(target=lambda: thread_results.append(provider(idp, token).get_token())) for _ in range(4)
+        threading.Thread(target=lambda: thread_results.append(provider(idp, token).get_token()))
+        for _ in range(4)
     ]
     for t in threads:
         t.start()

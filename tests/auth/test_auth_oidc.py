@@ -8,11 +8,11 @@ import json
 import time
 
 import pytest
+from auth_helpers import FAST_RETRY, StaticServer, closed_port_url
 
 from airflow_provider_iceprod.auth.oidc import OIDCClient, pkce_pair
 from airflow_provider_iceprod.exceptions import IceProdAuthError, IceProdConfigError, IceProdTransientError
 from airflow_provider_iceprod.testing import LocalIceProd
-from auth_helpers import FAST_RETRY, StaticServer, closed_port_url
 
 TOKEN_ROUTE = r"/protocol/openid-connect/token"
 
@@ -77,7 +77,9 @@ def test_token_endpoint_that_keeps_failing_gives_a_clear_transient_error(idp: Lo
 
 
 def test_client_credentials_uses_the_secret(idp: LocalIceProd) -> None:
-    grant = client(idp, client_id=idp.service_client_id, client_secret=idp.service_client_secret).client_credentials()
+    grant = client(
+        idp, client_id=idp.service_client_id, client_secret=idp.service_client_secret
+    ).client_credentials()
     assert grant.access_token is not None
     assert grant.access_token.identity.username == f"service-account-{idp.service_client_id}"
     assert idp.counters.grants["client_credentials"] == 1
@@ -115,7 +117,11 @@ def test_bad_issuer_is_a_config_error_naming_oauth_url(idp: LocalIceProd, make_u
 
 @pytest.mark.parametrize(
     "body",
-    [b"<html>login page</html>", json.dumps({"issuer": "x"}).encode(), json.dumps(["not", "an", "object"]).encode()],
+    [
+        b"<html>login page</html>",
+        json.dumps({"issuer": "x"}).encode(),
+        json.dumps(["not", "an", "object"]).encode(),
+    ],
     ids=["html", "no-token-endpoint", "list"],
 )
 def test_broken_discovery_document_is_a_config_error(body: bytes) -> None:

@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+from auth_helpers import FAST_RETRY, closed_port_url, settings_for
 
 from airflow_provider_iceprod.auth.cache import TokenCache
 from airflow_provider_iceprod.auth.provider import TokenProvider
@@ -15,7 +16,6 @@ from airflow_provider_iceprod.auth.tokens import TokenState, fingerprint
 from airflow_provider_iceprod.exceptions import IceProdAuthError, IceProdConfigError
 from airflow_provider_iceprod.settings import ConnectionSettings
 from airflow_provider_iceprod.testing import LocalIceProd
-from auth_helpers import FAST_RETRY, closed_port_url, settings_for
 
 
 class HidingStore(MemoryTokenStateStore):
@@ -64,7 +64,9 @@ def test_a_new_process_prefers_the_newer_overlay(rotating_idp: LocalIceProd) -> 
 def test_overlay_older_than_the_connection_is_ignored(idp: LocalIceProd) -> None:
     stale = TokenState("not-a-valid-token", time.time() - 3600, idp.issuer_url, "iceprod-public", "")
     p = TokenProvider(
-        settings_for(idp, idp.issue_refresh_token("alice")), retry=FAST_RETRY, state_store=MemoryTokenStateStore(stale)
+        settings_for(idp, idp.issue_refresh_token("alice")),
+        retry=FAST_RETRY,
+        state_store=MemoryTokenStateStore(stale),
     )
     p.get_token()
     assert p.status().refresh_source == "connection"
@@ -73,7 +75,9 @@ def test_overlay_older_than_the_connection_is_ignored(idp: LocalIceProd) -> None
 def test_overlay_of_another_issuer_is_ignored(idp: LocalIceProd) -> None:
     other = TokenState("not-a-valid-token", time.time() + 60, "https://elsewhere/realm", "iceprod-public", "")
     p = TokenProvider(
-        settings_for(idp, idp.issue_refresh_token("alice")), retry=FAST_RETRY, state_store=MemoryTokenStateStore(other)
+        settings_for(idp, idp.issue_refresh_token("alice")),
+        retry=FAST_RETRY,
+        state_store=MemoryTokenStateStore(other),
     )
     p.get_token()
     assert p.status().refresh_source == "connection"
@@ -110,7 +114,9 @@ def test_invalid_grant_without_a_newer_overlay_fails_naming_login(rotating_idp: 
 def test_non_rotating_issuer_keeps_working_without_persistence(idp: LocalIceProd, caplog) -> None:
     # Keycloak's default: every refresh returns a new refresh token and the old one stays valid.
     base = idp.issue_refresh_token("alice")
-    p = TokenProvider(settings_for(idp, base), retry=FAST_RETRY, state_store=VariableTokenStateStore("iceprod_test"))
+    p = TokenProvider(
+        settings_for(idp, base), retry=FAST_RETRY, state_store=VariableTokenStateStore("iceprod_test")
+    )
     with caplog.at_level(logging.WARNING):
         for _ in range(3):
             p.get_token(force_refresh=True)
@@ -123,7 +129,9 @@ def test_non_rotating_issuer_keeps_working_without_persistence(idp: LocalIceProd
 def test_single_use_tokens_survive_in_memory_without_persistence(rotating_idp: LocalIceProd) -> None:
     ip = rotating_idp
     p = TokenProvider(
-        settings_for(ip, ip.issue_refresh_token("alice")), retry=FAST_RETRY, state_store=VariableTokenStateStore("x")
+        settings_for(ip, ip.issue_refresh_token("alice")),
+        retry=FAST_RETRY,
+        state_store=VariableTokenStateStore("x"),
     )
     for _ in range(3):
         p.get_token(force_refresh=True)
@@ -148,7 +156,9 @@ def test_revoked_token_fails_clearly_in_bounded_time_without_prompt(idp: LocalIc
     monkeypatch.setattr(sys, "stdin", None)  # any prompt would crash, not hang
     started = time.monotonic()
     with pytest.raises(IceProdAuthError) as info:
-        TokenProvider(settings_for(idp, token), retry=FAST_RETRY, state_store=MemoryTokenStateStore()).get_token()
+        TokenProvider(
+            settings_for(idp, token), retry=FAST_RETRY, state_store=MemoryTokenStateStore()
+        ).get_token()
     assert time.monotonic() - started < 10
     assert "airflow-iceprod login" in str(info.value)
     assert idp.counters.grants["device_code"] == 0
@@ -168,11 +178,15 @@ async def test_missing_credentials_async(idp: LocalIceProd) -> None:
         await TokenProvider(settings_for(idp, None), retry=FAST_RETRY).aget_token()
 
 
-@pytest.mark.parametrize(("field", "value"), [("oauth_url", "ftp://issuer"), ("host", "ftp://api.example.org")])
+@pytest.mark.parametrize(
+    ("field", "value"), [("oauth_url", "ftp://issuer"), ("host", "ftp://api.example.org")]
+)
 def test_bad_urls_are_config_errors_naming_the_field(field: str, value: str) -> None:
     extra = {"oauth_url": value} if field == "oauth_url" else {}
     with pytest.raises(IceProdConfigError) as info:
-        ConnectionSettings.from_fields("c", value if field == "host" else None, None, {**extra, "refresh_token": "t"})
+        ConnectionSettings.from_fields(
+            "c", value if field == "host" else None, None, {**extra, "refresh_token": "t"}
+        )
     assert info.value.field == field
 
 

@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from auth_helpers import FAST_RETRY, settings_for
 
 from airflow_provider_iceprod.auth.cache import TokenCache
 from airflow_provider_iceprod.auth.provider import TokenProvider
 from airflow_provider_iceprod.auth.state import VariableTokenStateStore, variable_name
 from airflow_provider_iceprod.auth.tokens import TokenState
 from airflow_provider_iceprod.testing import LocalIceProd
-from auth_helpers import FAST_RETRY, settings_for
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,6 @@ def task_comms(airflow_db: Path) -> Iterator[None]:
     """Make this process look like a task process (SUPERVISOR_COMMS set), talking to the DB in-process."""
     import psutil
     import structlog
-
     from airflow.sdk.execution_time.supervisor import (
         InProcessSupervisorComms,
         InProcessTestSupervisor,
@@ -50,12 +49,13 @@ def task_comms(airflow_db: Path) -> Iterator[None]:
 
 def _db_row(key: str) -> tuple[str, bool] | None:
     """The stored (raw, not decrypted) value of a Variable and whether it is encrypted."""
+    from airflow.utils.session import create_session
     from sqlalchemy import text
 
-    from airflow.utils.session import create_session
-
     with create_session() as session:
-        row = session.execute(text("SELECT val, is_encrypted FROM variable WHERE key = :k"), {"k": key}).first()
+        row = session.execute(
+            text("SELECT val, is_encrypted FROM variable WHERE key = :k"), {"k": key}
+        ).first()
         return None if row is None else (str(row[0]), bool(row[1]))
 
 
