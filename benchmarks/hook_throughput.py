@@ -37,8 +37,19 @@ CONCURRENCY = 100
 # -- the stand-in, in a child process ---------------------------------------------------------------
 
 
+def _pin(cpu: int) -> str:
+    """Pin this process to one CPU when there are two or more (steadier numbers); say what was done."""
+    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2:
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[cpu]})
+        return f"CPU {cpus[cpu]}"
+    return "not pinned"
+
+
 def _serve(pipe: Connection) -> None:
     from airflow_provider_iceprod.testing.server import LocalIceProd
+
+    _pin(0)
 
     with LocalIceProd(materialize_interval=None, token_lifetime=3600) as ip:
         dataset_id = ip.create_dataset(jobs_submitted=10, description="benchmark")
@@ -141,6 +152,7 @@ MODES = {
 
 def measure(calls: int, rounds: int) -> dict[str, Any]:
     with StandIn() as server:
+        client_cpu = _pin(1)
         os.environ["AIRFLOW_CONN_ICEPROD_DEFAULT"] = server.info["connection"]
         from rest_tools.client import RestClient
 
@@ -152,6 +164,7 @@ def measure(calls: int, rounds: int) -> dict[str, Any]:
         bare = RestClient(server.info["api_url"], token=server.info["access_token"], retries=0, timeout=30)
         hook.get_dataset(dataset_id)  # warm: connection, token
         bare.request_seq("GET", path)
+        warm_grants = sum(server.ask("counters")["grants"].values())
         server.ask("reset")
 
         results: dict[str, list[tuple[float, float]]] = {
@@ -173,18 +186,20 @@ def measure(calls: int, rounds: int) -> dict[str, Any]:
     return {
         "calls": calls,
         "rounds": rounds,
+        "client_cpu": client_cpu,
         "rates": rates,
         "cpu_ms_per_call": cpu,
         "ratios": {mode: rates[h] / rates[b] for mode, (_, h, b) in MODES.items()},
         "requests_per_call": requests / (hook_calls + bare_calls),
-        "grants": sum(counters["grants"].values()) + 1,  # + the warm-up grant before the reset
+        "grants": warm_grants + sum(counters["grants"].values()),
         "routes": counters["routes"],
     }
 
 
 def report(result: dict[str, Any]) -> str:
     lines = [
-        f"`get_dataset` against the stand-in (separate process, 127.0.0.1), {result['calls']} calls per "
+        f"`get_dataset` against the stand-in (separate process on its own CPU, 127.0.0.1; client: "
+        f"{result['client_cpu']}), {result['calls']} calls per "
         f"measurement, median of {result['rounds']} alternating rounds. The bare client is "
         "`rest_tools.client.RestClient(retries=0, token=<fixed access token>)`. "
         "Target: the hook's overhead is at most 10% (ratio >= 0.90).",
@@ -204,9 +219,12 @@ def report(result: dict[str, Any]) -> str:
         f"Token grants in the benchmark process: {result['grants']} "
         "(the hooks of every round share one access token from the process-wide cache).",
         "",
-        "Why the hook can be faster than the bare client: httpx keeps connections alive in one shared "
-        "client per process (and one `AsyncClient` per event loop), while rest-tools runs async calls "
-        "through a pool of 8 threads with `requests`.",
+        "Target (ratio >= 0.90) met: "
+        + ", ".join(f"{mode} {'yes' if ratio >= 0.9 else 'no'}" for mode, ratio in result["ratios"].items())
+        + ". The async form uses one `httpx.AsyncClient` per event loop (calls can be cancelled and hold "
+        "no thread); httpx's async stack costs more client CPU per request than `requests` in "
+        "rest-tools' 8-thread pool, which is what the async row measures. Async code that needs the "
+        "last bit of throughput can call the sync hook through `asyncio.to_thread` (third row).",
     ]
     return "\n".join(lines)
 
