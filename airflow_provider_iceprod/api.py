@@ -650,16 +650,8 @@ def materialize(
     return (yield from run_action("materialization", body, ctx, wait=wait, timeout=timeout))
 
 
-def edit_config(
-    ref: Any,
-    config: Mapping[str, Any],
-    ctx: FlowContext,
-    *,
-    description: str | None = None,
-    timeout: float = 900.0,
-    on_progress: Callable[[ActionRequest], None] | None = None,
-) -> Flow[ActionRequest]:
-    """``/actions/edit_config``: IceProd refuses changes to the task count, names or ``depends``."""
+def check_edit_config(config: Any, description: str | None = None) -> dict[str, Any]:
+    """Validate an ``edit_config`` request (config checked client-side); returns the body sans id."""
     from airflow_provider_iceprod.dataset_config import validate_config
 
     validate_config(config, strict=True)
@@ -668,9 +660,24 @@ def edit_config(
         if not isinstance(description, str):
             raise _bad("description", "description must be a string.")
         body["description"] = description
+    return body
+
+
+def edit_config(
+    ref: Any,
+    body: Mapping[str, Any],
+    ctx: FlowContext,
+    *,
+    timeout: float = 900.0,
+    on_progress: Callable[[ActionRequest], None] | None = None,
+) -> Flow[ActionRequest]:
+    """``/actions/edit_config`` with a body from :func:`check_edit_config`.
+
+    IceProd refuses changes to the task count, names or ``depends``.
+    """
     dataset_id = yield from resolve_dataset_id(ref, ctx)
-    body["dataset_id"] = dataset_id
-    return (yield from run_action("edit_config", body, ctx, timeout=timeout, on_progress=on_progress))
+    request = {**body, "dataset_id": dataset_id}
+    return (yield from run_action("edit_config", request, ctx, timeout=timeout, on_progress=on_progress))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -568,7 +568,11 @@ class IceProdHook(BaseHook):
         reconcile_grace: float = api.DEFAULT_RECONCILE_GRACE,
         resume_request_id: str | None = None,
     ) -> SubmitResult:
-        req = api.check_submit(
+        import asyncio
+        import functools
+
+        check = functools.partial(
+            api.check_submit,
             config,
             description=description,
             jobs_submitted=jobs_submitted,
@@ -580,6 +584,7 @@ class IceProdHook(BaseHook):
             timeout=timeout,
             reconcile_grace=reconcile_grace,
         )
+        req = await asyncio.to_thread(check)  # config validation (jsonschema) off the event loop
         await self.aget_settings()
         flow = api.submit_dataset(
             req,
@@ -807,9 +812,8 @@ class IceProdHook(BaseHook):
         on_progress: Callable[[ActionRequest], None] | None = None,
     ) -> ActionRequest:
         """``/actions/edit_config`` (task count, names and ``depends`` cannot change)."""
-        return self._run(
-            api.edit_config(ref, config, self._ctx, description=description, on_progress=on_progress)
-        )
+        body = api.check_edit_config(config, description)
+        return self._run(api.edit_config(ref, body, self._ctx, on_progress=on_progress))
 
     async def aedit_config(
         self,
@@ -819,9 +823,11 @@ class IceProdHook(BaseHook):
         description: str | None = None,
         on_progress: Callable[[ActionRequest], None] | None = None,
     ) -> ActionRequest:
+        import asyncio
+
+        body = await asyncio.to_thread(api.check_edit_config, config, description)  # schema work off the loop
         await self.aget_settings()
-        flow = api.edit_config(ref, config, self._ctx, description=description, on_progress=on_progress)
-        return await self._arun(flow)
+        return await self._arun(api.edit_config(ref, body, self._ctx, on_progress=on_progress))
 
     # ----------------------------------------------------------------------------------------------
     # Dataset settings

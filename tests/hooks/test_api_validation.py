@@ -127,3 +127,12 @@ def test_check_submit_validates_the_config_client_side() -> None:
     bad = {"version": 3.2, "tasks": [{"name": "a", "trays": []}]}
     with pytest.raises(IceProdDatasetConfigError, match=r"\[\] should be non-empty"):
         api.check_submit(bad, description="d", jobs_submitted=1)
+
+
+def test_edit_config_checks_the_config_first() -> None:
+    body = api.check_edit_config(CONFIG, "new text")
+    assert json.loads(body["config"]) == CONFIG and body["description"] == "new text"
+    with pytest.raises(IceProdDatasetConfigError):
+        api.check_edit_config({"version": 3.2, "tasks": [{"name": "a", "trays": []}]})
+    with pytest.raises(IceProdConfigError, match="description"):
+        api.check_edit_config(CONFIG, 5)  # type: ignore[arg-type]
