@@ -231,6 +231,10 @@ class AirflowRestApi:
             extras = json.loads(extra) if isinstance(extra, str) else dict(extra)
         except ValueError:
             extras = {}
+        # The API masks extras whose names contain "token" ("***"): ours are replaced or removed anyway.
+        for key in ("refresh_token", "refresh_token_saved_at"):
+            if extras.get(key) == "***":
+                del extras[key]
         return StoredConnection(
             conn_id=conn_id,
             host=doc.get("host"),
