@@ -35,7 +35,7 @@ unit: install
 	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 docs: install
-	$(BIN)/mkdocs build --strict --site-dir $(CURDIR)/site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(CURDIR)/site
 
 test: lint typecheck unit docs
 
