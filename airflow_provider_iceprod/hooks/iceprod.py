@@ -16,7 +16,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import BaseHook
 
@@ -82,10 +82,6 @@ class IceProdHook(BaseHook):
     conn_type = "iceprod"
     hook_name = "IceProd"
 
-    _SETTINGS_LOCKS: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]] = (
-        weakref.WeakKeyDictionary()
-    )
-
     def __init__(
         self,
         iceprod_conn_id: str = default_conn_name,
@@ -111,6 +107,10 @@ class IceProdHook(BaseHook):
                 field="poll_interval",
             )
         self.poll_interval = float(poll_interval)
+        # One lock per event loop, so concurrent first calls resolve the connection once.
+        self._settings_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # ----------------------------------------------------------------------------------------------
     # Connection, tokens, transports
@@ -128,9 +128,9 @@ class IceProdHook(BaseHook):
         import asyncio
 
         loop = asyncio.get_running_loop()
-        lock = self._SETTINGS_LOCKS.get(loop)
+        lock = self._settings_locks.get(loop)
         if lock is None:
-            lock = self._SETTINGS_LOCKS[loop] = asyncio.Lock()
+            lock = self._settings_locks[loop] = asyncio.Lock()
         async with lock:
             if "settings" not in self.__dict__:
                 conn, extra = await self._aread_connection()
