@@ -357,15 +357,20 @@ def _race_worker(conn_id: str, env_conn: str | None, lock_dir: str, barrier: Any
     results.put((code, out.getvalue() + err.getvalue()))
 
 
-@pytest.mark.parametrize("where", ["db_connection", "env_connection"])
-@pytest.mark.parametrize("locking", ["host_lock", "no_lock"])
+@pytest.mark.parametrize(
+    ("where", "locking"),
+    [("db_connection", "host_lock"), ("env_connection", "no_lock")],
+    ids=["db-connection-host-lock", "env-connection-no-lock"],
+)
 def test_eight_processes_refresh_single_use_tokens_concurrently(
     ip: LocalIceProd, env: dict[str, str], tmp_path: Path, where: str, locking: str
 ) -> None:
     """8 processes, one single-use refresh token, all refreshing at once: all succeed.
 
-    ``host_lock``: processes on one host serialise on the file lock. ``no_lock`` (as on separate hosts):
-    the losers get invalid_grant, re-read the overlay and retry with the rotated token.
+    ``host_lock``: processes on one host serialise on the file lock (the connection is in the DB, so
+    the CLI also rewrites it). ``no_lock`` (as on separate hosts; the connection comes from the
+    environment, so only the overlay Variable is shared): the losers get invalid_grant, re-read the
+    overlay and retry with the rotated token.
     """
     import multiprocessing
 
