@@ -43,7 +43,9 @@ test: lint typecheck unit docs
 # here, so the import-cost benchmark can put its operator module side by side with ours.
 bench: install
 	$(BIN)/uv pip install --quiet --python $(BIN)/python apache-airflow-providers-dbt-cloud || true
-	PATH="$(BIN):$$PATH" $(BIN)/python benchmarks/import_cost.py --write docs/performance.md
+	for b in import_cost standin_throughput hook_throughput token_grants trigger_scale; do \
+	  PATH="$(BIN):$$PATH" $(BIN)/python benchmarks/$$b.py --write docs/performance.md || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) $(CURDIR)/.airflow site .pytest_cache .mypy_cache .ruff_cache .coverage
