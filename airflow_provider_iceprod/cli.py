@@ -495,6 +495,13 @@ def cmd_login(args: argparse.Namespace, out: TextIO) -> int:
         existing = store.get(args.conn_id)
     conn = _login_connection(args, existing)
     settings = conn.settings()
+    env_name = f"AIRFLOW_CONN_{args.conn_id.upper()}"
+    if store is not None and env_name in os.environ:
+        print(
+            f"Note: ${env_name} is set in this environment; Airflow reads it before the connection saved "
+            f"via the {store.name}. Unset it where tasks run, or use --print to update it.",
+            file=sys.stderr,
+        )
     if settings.client_secret:
         print(
             f"Note: connection {args.conn_id!r} has a client secret (password); the provider uses the "

@@ -252,6 +252,16 @@ def test_login_unreachable_issuer_names_oauth_url(env: dict[str, str], capsys) -
     assert db_connection("iceprod_unreach") is None
 
 
+def test_login_without_a_usable_metadata_db_fails_before_the_device_flow(
+    ip: LocalIceProd, env: dict[str, str], tmp_path: Path
+) -> None:
+    broken = {**env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'not-migrated.db'}"}
+    proc = run(login_args(ip, "iceprod_nodb", "--no-qr"), broken)
+    assert proc.returncode == 2, proc.stderr
+    assert "metadata DB" in proc.stderr and "--airflow-url" in proc.stderr and "--print" in proc.stderr
+    assert ip.counters.matching("auth/device") == 0  # no login was started
+
+
 def test_login_rejects_a_bad_url_before_any_request(env: dict[str, str], capsys) -> None:
     proc = cli(["login", "--conn-id", "iceprod_bad", "--api-url", "ftp://api.example.org", "--no-qr"], capsys)
     assert proc.returncode == 2
