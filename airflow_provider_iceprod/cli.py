@@ -75,8 +75,8 @@ class StoredConnection:
 
     conn_id: str
     host: str | None = None
-    password: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    password: str | None = field(default=None, repr=False)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)  # holds the refresh token
     conn_type: str = CONN_TYPE
     origin: str = "metadata DB"  # metadata DB | Airflow REST API | environment or secrets backend
 

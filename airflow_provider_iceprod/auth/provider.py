@@ -21,7 +21,7 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_iceprod.auth.cache import TOKEN_CACHE, CacheEntry, CacheKey, TokenCache
@@ -61,7 +61,7 @@ REREAD_DELAYS = (0.05, 0.25, 0.5, 1.0, 2.0)
 
 @dataclass(frozen=True)
 class _Candidate:
-    token: str
+    token: str = field(repr=False)
     saved_at: float
     source: str  # connection | overlay | memory
 

@@ -230,7 +230,12 @@ def test_no_token_in_reprs(rotating_idp: LocalIceProd) -> None:
     p = TokenProvider(settings_for(ip, base), retry=FAST_RETRY, state_store=store)
     access = p.get_token()
     entry = p._cache.entry(p.key)
-    for obj in (p, p.settings, entry, entry.access, store.state, p.status(), p.oidc):
+    from airflow_provider_iceprod.auth.provider import _Candidate
+    from airflow_provider_iceprod.cli import StoredConnection
+
+    candidate = _Candidate(base, 1.0, "connection")
+    stored = StoredConnection("c", password=access, extra={"refresh_token": base})
+    for obj in (p, p.settings, entry, entry.access, store.state, p.status(), p.oidc, candidate, stored):
         text = repr(obj)
         assert base not in text and access not in text and store.state.refresh_token not in text
 
