@@ -17,11 +17,12 @@ from airflow_provider_iceprod.get_provider_info import (
 
 
 def _normalise_url(value: str, field: str) -> str:
-    value = value.strip().rstrip("/")
+    value = value.strip()
     if "://" not in value:
         value = "https://" + value
+    value = value.rstrip("/")
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise IceProdConfigError(
             f"IceProd connection field {field!r} is not a URL: {value!r}. "
             "Use a full URL such as https://api.iceprod.icecube.aq.",
