@@ -39,6 +39,8 @@ from airflow_provider_iceprod.waiting import (
 CLASSPATH = "airflow_provider_iceprod.triggers.dataset.IceProdDatasetTrigger"
 #: Bound on the suspend request made by ``on_kill`` (Airflow allows 30 s by default).
 ON_KILL_TIMEOUT = 25.0
+#: How often ``on_kill`` checks its suspend request (IceProd's actions finish in seconds).
+ON_KILL_POLL_INTERVAL = 1.0
 
 
 class IceProdDatasetTrigger(BaseTrigger):
@@ -200,7 +202,7 @@ class IceProdDatasetTrigger(BaseTrigger):
     async def _suspend(self) -> None:
         from airflow_provider_iceprod.triggers.poller import build_hook
 
-        hook = build_hook(self.iceprod_conn_id, self.retry)
+        hook = build_hook(self.iceprod_conn_id, self.retry, poll_interval=ON_KILL_POLL_INTERVAL)
         dataset = await hook.aget_dataset(self.dataset_id)
         if dataset.status not in ("processing", "errors"):
             self.log.info(

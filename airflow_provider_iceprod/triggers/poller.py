@@ -16,6 +16,10 @@ subscribes here instead of polling IceProd itself. Each poll interval the poller
 4. for a dataset whose status ends a wait (``complete``, ``errors``, a target state, ...) fetches
    its final job and task counts once, a few at a time, so the final event carries them.
 
+A waiter is woken only by news: fresh counts, a changed list row, the end of its wait or an
+error, so a thousand idle waits cost a handful of wake-ups per interval, not a thousand; and a
+tick yields to the event loop every :data:`YIELD_EVERY` rows.
+
 Steady state therefore costs ``1 + count_budget`` requests per interval (5 by default) whatever
 the number of waits; finishing costs two more requests per dataset, once. The trade-off: with
 ``N`` running datasets, each gets fresh task counts every ``ceil(N / count_budget)`` intervals,
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -39,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_iceprod.exceptions import IceProdError
-from airflow_provider_iceprod.models import DatasetProgress
+from airflow_provider_iceprod.models import DATASET_STATUSES, DatasetProgress
 from airflow_provider_iceprod.waiting import WaitOptions, status_ends_wait
 
 if TYPE_CHECKING:
@@ -53,15 +58,17 @@ LIST_KEYS = ("dataset_id", "dataset", "status", "truncated", "jobs_submitted", "
 ACTIVE_STATUSES = ("processing", "suspended", "errors")
 #: Count requests (``task_counts``) per interval for running datasets.
 DEFAULT_COUNT_BUDGET = 4
+#: Rows handled between two yields to the event loop.
+YIELD_EVERY = 100
 #: Concurrent requests for final counts of finishing datasets.
 FINISH_CONCURRENCY = 4
 
 
-def build_hook(conn_id: str, retry: Mapping[str, Any] | None) -> IceProdHook:
+def build_hook(conn_id: str, retry: Mapping[str, Any] | None, *, poll_interval: float = 5.0) -> IceProdHook:
     """An ``IceProdHook`` from plain retry numbers (``RetrySettings.to_dict()``). No I/O."""
     from airflow_provider_iceprod.hooks.iceprod import IceProdHook
 
-    return IceProdHook(conn_id, retry_args=dict(retry) if retry else None)
+    return IceProdHook(conn_id, retry_args=dict(retry) if retry else None, poll_interval=poll_interval)
 
 
 @dataclass
@@ -98,6 +105,10 @@ class _Tracked:
     job_counts: dict[str, int] = field(default_factory=dict)
     task_counts: dict[str, int] = field(default_factory=dict)
     counts_at: float = 0.0  # monotonic time of the last task-count refresh (0 = never)
+    finished_status: str | None = None  # the status whose final counts were fetched
+    # derived from the subscriptions (kept up to date by the poller, so a tick does no per-sub work)
+    ending: frozenset[str] = frozenset()  # statuses that end at least one subscriber's wait
+    interval: float = 60.0  # the shortest poll interval of its subscribers
 
 
 class DatasetPoller:
@@ -123,6 +134,9 @@ class DatasetPoller:
         self._task: asyncio.Task[None] | None = None
         self._hook: IceProdHook | None = None
         self._finish_sem = asyncio.Semaphore(FINISH_CONCURRENCY)
+        self._finishing: dict[str, asyncio.Task[None]] = {}  # final-count fetches in flight
+        self._users: list[str] | None = None  # cached ``users`` filter (None: recompute)
+        self._interval = float("inf")  # the shortest poll interval of all subscribers
         #: Requests sent, by kind (list, list_complete, get, task_counts, job_counts, by_name).
         self.requests: dict[str, int] = {}
         self.ticks = 0
@@ -133,6 +147,7 @@ class DatasetPoller:
         sub = Subscription(dataset_id, options)
         self._subs.setdefault(dataset_id, []).append(sub)
         self._tracked.setdefault(dataset_id, _Tracked())
+        self._subscriptions_changed(dataset_id)
         if self._task is None or self._task.done():
             self._task = self._loop.create_task(self._run(), name=f"iceprod-poller-{self.conn_id}")
         return sub
@@ -142,11 +157,24 @@ class DatasetPoller:
         subs = self._subs.get(sub.dataset_id)
         if subs and sub in subs:
             subs.remove(sub)
-            if not subs:
+            if subs:
+                self._subscriptions_changed(sub.dataset_id)
+            else:
                 del self._subs[sub.dataset_id]
                 self._tracked.pop(sub.dataset_id, None)
+                self._users = None
         if not self._subs:
             self._stop()
+
+    def _subscriptions_changed(self, dataset_id: str) -> None:
+        tracked = self._tracked[dataset_id]
+        subs = self._subs[dataset_id]
+        tracked.ending = frozenset(
+            s for sub in subs for s in DATASET_STATUSES if status_ends_wait(s, sub.options)
+        )
+        tracked.interval = min(sub.options.poll_interval for sub in subs)
+        self._users = None
+        self._interval = min(self._interval, tracked.interval)  # widened again after each tick
 
     @property
     def subscribers(self) -> int:
@@ -157,6 +185,8 @@ class DatasetPoller:
         task, self._task = self._task, None
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
+        for finishing in list(self._finishing.values()):
+            finishing.cancel()
 
     # --------------------------------------------------------------------------------------- hook
 
@@ -176,9 +206,6 @@ class DatasetPoller:
 
     # --------------------------------------------------------------------------------------- loop
 
-    def _interval(self) -> float:
-        return min((s.options.poll_interval for subs in self._subs.values() for s in subs), default=60.0)
-
     async def _run(self) -> None:
         try:
             await self.hook().aget_settings()
@@ -194,8 +221,9 @@ class DatasetPoller:
                 log.exception("IceProd poller for %s: poll failed", self.conn_id)
                 self._deliver_error(set(self._subs), exc)
             self.ticks += 1
+            self._interval = min((t.interval for t in self._tracked.values()), default=60.0)
             elapsed = time.monotonic() - started
-            await asyncio.sleep(max(self._interval() - elapsed, 0.0))
+            await asyncio.sleep(max(self._interval - elapsed, 0.0))
 
     async def _tick(self) -> None:
         ids = set(self._subs)
@@ -206,43 +234,59 @@ class DatasetPoller:
         if rows is None:
             return
         now = time.monotonic()
-        finishing: list[str] = []
-        running: list[str] = []
-        for dataset_id in ids & set(rows):
-            tracked = self._tracked.setdefault(dataset_id, _Tracked())
-            tracked.row = rows[dataset_id]
-            status = str(tracked.row.get("status", ""))
-            if any(status_ends_wait(status, s.options) for s in self._subs.get(dataset_id, [])):
-                finishing.append(dataset_id)
-            elif self._due(dataset_id, now):
-                running.append(dataset_id)
-        running.sort(key=lambda d: self._tracked[d].counts_at)
-        refresh = running[: self.count_budget]
+        running: list[tuple[float, str]] = []
+        changed: list[str] = []
+        tracked_by_id = self._tracked
+        for n, (dataset_id, row) in enumerate(rows.items(), 1):
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # let other waits run: never block the loop for long
+            tracked = tracked_by_id.get(dataset_id)
+            if tracked is None:  # its last waiter left while the list was in flight
+                continue
+            previous = tracked.row
+            news = previous is None or previous != row
+            if news:
+                tracked.row = row  # an unchanged row keeps the old dict: the new one dies young (less GC)
+            status = row.get("status")
+            if status in tracked.ending and status != tracked.finished_status:
+                self._start_finish(hook, dataset_id)
+            elif not tracked.counts_at or now - tracked.counts_at >= tracked.interval * 0.95:
+                running.append((tracked.counts_at, dataset_id))
+            if news and previous is not None:
+                changed.append(dataset_id)
+        running.sort()
+        refresh = [dataset_id for _, dataset_id in running[: self.count_budget]]
+        # Only news wakes a waiter: fresh counts, a changed row, or the end. A thousand idle waits
+        # therefore cost a handful of wake-ups per interval, not a thousand.
+        busy = set(refresh) | set(self._finishing)
+        for dataset_id in changed:
+            if dataset_id not in busy:
+                self._deliver(dataset_id, False, False)
+        await asyncio.gather(*(self._refresh(hook, d, now) for d in refresh))
 
-        results = await asyncio.gather(
-            *(self._finish(hook, d) for d in finishing),
-            *(self._refresh(hook, d, now) for d in refresh),
-        )
-        fresh: dict[str, tuple[bool, bool]] = dict(zip(finishing + refresh, results, strict=True))
-        for dataset_id in ids & set(rows):
-            tasks_fresh, jobs_fresh = fresh.get(dataset_id, (False, False))
-            self._deliver(dataset_id, tasks_fresh, jobs_fresh)
+    def _start_finish(self, hook: IceProdHook, dataset_id: str) -> None:
+        """Fetch a finishing dataset's final counts in the background (the tick does not wait)."""
+        if dataset_id in self._finishing:
+            return
+        task = self._loop.create_task(self._finish(hook, dataset_id))
+        self._finishing[dataset_id] = task
+        task.add_done_callback(functools.partial(self._finished, dataset_id))
 
-    def _due(self, dataset_id: str, now: float) -> bool:
-        tracked = self._tracked[dataset_id]
-        if not tracked.counts_at:
-            return True
-        interval = min(s.options.poll_interval for s in self._subs[dataset_id])
-        return now - tracked.counts_at >= interval * 0.95
+    def _finished(self, dataset_id: str, _task: asyncio.Task[None]) -> None:
+        self._finishing.pop(dataset_id, None)
 
     def _users_filter(self, ids: set[str]) -> list[str] | None:
+        """The owners of the waited datasets (cached until the subscriptions change)."""
+        if self._users is not None:
+            return self._users
         users = set()
         for dataset_id in ids:
-            row = self._tracked.get(dataset_id, _Tracked()).row
+            row = self._tracked[dataset_id].row if dataset_id in self._tracked else None
             if not row or not row.get("username"):
                 return None  # an owner is not known yet: list without the users filter this time
             users.add(str(row["username"]))
-        return sorted(users)
+        self._users = sorted(users)
+        return self._users
 
     async def _list(self, hook: IceProdHook, ids: set[str]) -> dict[str, dict[str, Any]] | None:
         users = self._users_filter(ids)
@@ -260,8 +304,7 @@ class DatasetPoller:
         except Exception as exc:
             self._deliver_error(ids, exc)
             return None
-        for dataset_id in ids - set(rows):
-            await self._lookup_missing(hook, dataset_id, rows)
+        await asyncio.gather(*(self._lookup_missing(hook, d, rows) for d in ids - set(rows)))
         return rows
 
     async def _lookup_missing(
@@ -280,25 +323,34 @@ class DatasetPoller:
             "status": dataset.status,
         }
 
-    async def _refresh(self, hook: IceProdHook, dataset_id: str, now: float) -> tuple[bool, bool]:
-        """Fresh task counts (and job counts when every task is complete). Errors leave them stale."""
-        tracked = self._tracked[dataset_id]
+    async def _refresh(self, hook: IceProdHook, dataset_id: str, now: float) -> None:
+        """Fresh task counts (and job counts when every task is complete), then deliver.
+
+        A failed count request leaves the counts stale; the update still carries the new row.
+        """
+        tracked = self._tracked.get(dataset_id)
+        if tracked is None:  # its last waiter left meanwhile
+            return
+        tasks_fresh = jobs_fresh = False
         try:
             self._count("task_counts")
             tracked.task_counts = dict(await hook.atask_counts(dataset_id))
             tracked.counts_at = now
+            tasks_fresh = True
             if _tasks_all_complete(tracked):
                 self._count("job_counts")
                 tracked.job_counts = dict(await hook.ajob_counts(dataset_id))
-                return True, True
-            return True, False
+                jobs_fresh = True
         except IceProdError as exc:
             log.warning("IceProd poller: counts for dataset %s failed: %s", dataset_id, exc)
-            return False, False
+        self._deliver(dataset_id, tasks_fresh, jobs_fresh)
 
-    async def _finish(self, hook: IceProdHook, dataset_id: str) -> tuple[bool, bool]:
-        """Final job and task counts for a dataset whose status ends its wait (once per dataset)."""
-        tracked = self._tracked[dataset_id]
+    async def _finish(self, hook: IceProdHook, dataset_id: str) -> None:
+        """Final job and task counts for a dataset whose status ends a wait (once per status)."""
+        tracked = self._tracked.get(dataset_id)
+        if tracked is None:
+            return
+        fresh = False
         try:
             async with self._finish_sem:
                 self._count("job_counts")
@@ -307,10 +359,12 @@ class DatasetPoller:
                     hook.ajob_counts(dataset_id), hook.atask_counts(dataset_id)
                 )
             tracked.job_counts, tracked.task_counts = dict(jobs), dict(tasks)
-            return True, True
+            fresh = True
         except IceProdError as exc:  # the status alone decides; the event carries the last counts
             log.warning("IceProd poller: final counts for dataset %s failed: %s", dataset_id, exc)
-            return False, False
+        if tracked.row is not None:
+            tracked.finished_status = str(tracked.row.get("status", ""))
+        self._deliver(dataset_id, fresh, fresh)
 
     # ---------------------------------------------------------------------------------- delivery
 
