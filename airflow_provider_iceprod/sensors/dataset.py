@@ -178,7 +178,7 @@ class IceProdDatasetSensor(BaseSensorOperator):
     # ------------------------------------------------------------------- state across reschedules
 
     def _state_store(self, context: Context) -> Any:
-        if not self.reschedule:
+        if not self.reschedule or self.deferrable:  # deferrable: the state travels in the trigger
             return None
         return context.get("task_state_store")  # type: ignore[attr-defined]
 

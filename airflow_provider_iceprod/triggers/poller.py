@@ -34,7 +34,6 @@ leaves. All of it runs on the event loop without blocking it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import threading
@@ -452,16 +451,3 @@ def active_pollers() -> list[DatasetPoller]:
     """Pollers currently running in this process (for tests and diagnostics)."""
     with _lock:
         return list(_pollers.values())
-
-
-async def stop_all() -> None:
-    """Cancel every poller of the running loop (tests)."""
-    loop = asyncio.get_running_loop()
-    for poller in active_pollers():
-        if poller._loop is loop:
-            task = poller._task
-            poller._subs.clear()
-            poller._stop()
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task

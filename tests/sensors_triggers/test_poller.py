@@ -52,6 +52,7 @@ async def test_many_triggers_coalesce_into_one_list_request_per_interval(ip):
     assert counts <= 4 * (ticks + 1)  # the count budget
     assert total / ticks <= 5.5
     assert ip.counters.get("GET /datasets/{dataset_id}") == 0  # never one request per dataset
+    assert poller.requests["list"] >= lists  # the poller's own accounting agrees
     assert ip.counters.matching("token") == 0  # the one access token is shared and still valid
 
     # every dataset got fresh counts in turn (round robin): 25 datasets / 4 per interval
