@@ -96,3 +96,25 @@ async def test_stall_detection_within_a_bounded_number_of_intervals(ip):
     assert all("Failed tasks: generate (1)." in e["message"] for e in events)
     bound = 2 * math.ceil(10 / 4) + 3  # stall_polls * ceil(N / K) intervals, plus start-up
     assert elapsed < bound * INTERVAL + 2.0
+
+
+async def test_one_unreadable_dataset_does_not_disturb_the_others(ip):
+    ip.grid.task_duration = 0.3
+    good = [ip.create_dataset(ONE_TASK, jobs_submitted=1) for _ in range(3)]
+    bad = "ffffffffffffffffffffffffffffffff"
+    events = await asyncio.gather(*(run(trigger(d)) for d in [*good, bad]))
+    assert [e["status"] for e in events] == ["success", "success", "success", "failed"]
+    assert events[-1]["outcome"] == "not_visible"
+
+
+async def test_a_missing_connection_ends_every_wait_with_an_error(ip):
+    trig = IceProdDatasetTrigger(
+        "0123456789abcdef0123456789abcdef",
+        "no_such_connection",
+        wait_options={"poll_interval": INTERVAL},
+        deadline=time.time() + 30,
+    )
+    event = await run(trig)
+    assert event["status"] == "error"
+    assert "no_such_connection" in event["message"]
+    assert active_pollers() == []
