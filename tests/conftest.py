@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,17 @@ def airflow_db(airflow_home: Path) -> Path:
     airflow = Path(sys.executable).with_name("airflow")
     subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
     return airflow_home / "airflow.db"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_secrets_masker() -> Iterator[None]:
+    """Forget the secrets masked by one test before the next.
+
+    Airflow's masker recompiles one regex over every secret it has seen each time a secret is added.
+    A worker sees a handful; this suite mints thousands of tokens, and without a reset each new mask
+    gets slower (seconds per token late in the run).
+    """
+    yield
+    from airflow.sdk.log import _secrets_masker
+
+    _secrets_masker().reset_masker()
