@@ -73,7 +73,11 @@ def test_submit_and_wait_runs_in_production_like_airflow(airflow_cluster) -> Non
         assert ip.counters.grants["refresh_token"] >= 1
 
         # The wait really ran in the triggerer process (its lines land in the submit task's log).
-        fired = [line for line in logs.splitlines() if "Trigger fired event" in line]
+        fired = [
+            line
+            for line in logs.splitlines()
+            if "Trigger fired event" in line and "iceprod_submit_and_wait/" in line
+        ]
         assert len(fired) == 1, logs[-6000:]
         assert "'status': 'success'" in fired[0]
         assert datasets[0]["dataset_id"] in fired[0]
