@@ -2,8 +2,9 @@
 
 1. migrates the SQLite metadata DB in ./.airflow (AIRFLOW_HOME, git-ignored);
 2. starts the local IceProd + OpenID Connect stand-in on 127.0.0.1 (auto-approving logins as "alice");
-3. logs in with `airflow-iceprod login` (the real OAuth device grant against the stand-in) and stores
-   the connection `iceprod_default` in the metadata DB;
+3. logs in with `airflow-iceprod login --print json` (the real OAuth device grant against the
+   stand-in) and hands the connection to Airflow as AIRFLOW_CONN_ICEPROD_DEFAULT (the form
+   `dag.test()` triggers can read; `login` without --print writes it into the metadata DB instead);
 4. runs the example DAG `iceprod_submit_and_wait` (submit a dataset, then wait for it, deferrable);
 5. prints what happened, read back from IceProd.
 
