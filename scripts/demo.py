@@ -98,7 +98,7 @@ def main() -> int:
     migrate()
     step("Starting the local IceProd stand-in on 127.0.0.1")
     with LocalIceProd(
-        auto_approve_as="alice", device_interval=1, task_duration=0.3, materialize_interval=0.5
+        auto_approve_as="alice", device_interval=1, task_duration=2.0, materialize_interval=0.5
     ) as ip:
         print(f"    API {ip.api_url}\n    issuer {ip.issuer_url}")
         conn = login(ip)
