@@ -61,6 +61,20 @@ def _try_lock(fd: int) -> bool:
         return False
 
 
+def _lock_attempts(fd: int, timeout: float) -> Iterator[float]:
+    """Try the lock until it is taken; yield how long to wait before each next try (capped backoff).
+
+    Shared by :func:`file_lock` and :func:`afile_lock`, which differ only in how they wait.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while not _try_lock(fd):
+        if time.monotonic() >= deadline:
+            raise _timeout_error(timeout)
+        yield pause
+        pause = min(pause * 2, 0.1)
+
+
 def _timeout_error(timeout: float) -> IceProdTransientError:
     exc = IceProdTransientError(
         f"Timed out after {timeout:.0f} s waiting for another process's IceProd token refresh on this host."
@@ -77,13 +91,8 @@ def file_lock(path: Path | None, timeout: float = 120.0) -> Iterator[None]:
         return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        deadline = time.monotonic() + timeout
-        pause = 0.005
-        while not _try_lock(fd):
-            if time.monotonic() >= deadline:
-                raise _timeout_error(timeout)
+        for pause in _lock_attempts(fd, timeout):
             time.sleep(pause)
-            pause = min(pause * 2, 0.1)
         try:
             yield
         finally:
@@ -100,13 +109,8 @@ async def afile_lock(path: Path | None, timeout: float = 120.0) -> AsyncIterator
         return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        deadline = time.monotonic() + timeout
-        pause = 0.005
-        while not _try_lock(fd):
-            if time.monotonic() >= deadline:
-                raise _timeout_error(timeout)
+        for pause in _lock_attempts(fd, timeout):
             await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.1)
         try:
             yield
         finally:
