@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import hashlib
+import importlib
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -228,6 +229,8 @@ class IceProdDatasetEventTrigger(BaseEventTrigger):
     # ------------------------------------------------------------------------------------ running
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        # the hook's imports (httpx, tenacity, auth) take a moment: not on the triggerer's loop
+        await asyncio.to_thread(importlib.import_module, "airflow_provider_iceprod.hooks.iceprod")
         from airflow_provider_iceprod.triggers.poller import get_poller
 
         poller = get_poller(self.iceprod_conn_id)
