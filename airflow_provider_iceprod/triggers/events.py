@@ -342,8 +342,9 @@ class _StateStore:
                 await self.trigger.asset_state_store.aset(self.key, value)  # type: ignore[union-attr]
             elif self.where == "variable":
                 await asyncio.to_thread(_variable_set, VARIABLE_PREFIX + self.key, value)
-        except Exception as exc:
-            self.trigger.log.warning("Could not store the IceProd watcher state: %s", exc)
+        except Exception as exc:  # say it once; the state stays in this process's memory
+            self.where = "memory"
+            self.trigger.log.warning("Could not store the IceProd watcher state, kept in memory: %s", exc)
 
 
 def _variable_get(key: str) -> Any:
