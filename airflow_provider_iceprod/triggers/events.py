@@ -316,6 +316,7 @@ class _StateStore:
     def __init__(self, trigger: IceProdDatasetEventTrigger) -> None:
         self.trigger = trigger
         self.key = trigger.state_key
+        self.variable = VARIABLE_PREFIX + trigger.filter.fingerprint(trigger.iceprod_conn_id)
         self.where = "asset" if getattr(trigger, "asset_state_store", None) is not None else "variable"
         self.memory: Any = None
 
@@ -326,7 +327,7 @@ class _StateStore:
             except ValueError:  # several assets share this trigger
                 self.where = "variable"
         try:
-            return await asyncio.to_thread(_variable_get, VARIABLE_PREFIX + self.key)
+            return await asyncio.to_thread(_variable_get, self.variable)
         except Exception as exc:
             self.where = "memory"
             self.trigger.log.warning(
@@ -341,7 +342,7 @@ class _StateStore:
             if self.where == "asset":
                 await self.trigger.asset_state_store.aset(self.key, value)  # type: ignore[union-attr]
             elif self.where == "variable":
-                await asyncio.to_thread(_variable_set, VARIABLE_PREFIX + self.key, value)
+                await asyncio.to_thread(_variable_set, self.variable, value)
         except Exception as exc:  # say it once; the state stays in this process's memory
             self.where = "memory"
             self.trigger.log.warning("Could not store the IceProd watcher state, kept in memory: %s", exc)
