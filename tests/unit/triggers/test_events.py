@@ -282,3 +282,42 @@ def test_helper_returns_an_asset_with_its_watcher() -> None:
     assert isinstance(watcher.trigger, IceProdDatasetEventTrigger)
     assert watcher.trigger.filter.groups == ("simprod",)
     assert asset == iceprod_dataset_asset("iceprod_default", group="simprod", description="IceCube-2026*")
+
+
+async def test_watchers_and_deferred_waits_share_one_list_per_interval(ip) -> None:
+    from airflow_provider_iceprod.triggers.dataset import IceProdDatasetTrigger
+
+    ip.grid.task_duration = 3600.0
+    waited = make(ip, "waited on by a deferred task")
+    wait = IceProdDatasetTrigger(waited, wait_options={"poll_interval": INTERVAL}, deadline=time.time() + 60)
+    wait_task = asyncio.create_task(anext(aiter(wait.run())))
+    watchers = [await Watcher(group="simprod").start() for _ in range(5)]
+    (poller,) = active_pollers()
+    assert (poller.subscribers, poller.feeds) == (1, 5)
+    ip.reset_counters()
+    ticks = poller.ticks
+    await settle(10)
+    ticks = poller.ticks - ticks
+    lists = ip.counters.get("GET /datasets")
+    wait_task.cancel()
+    for w in watchers:
+        await w.stop()
+    await asyncio.gather(wait_task, return_exceptions=True)
+    assert ticks >= 5
+    assert lists <= ticks + 1  # the wait and the five watchers: one list per interval together
+    assert active_pollers() == []
+
+
+def test_trigger_identity_is_stable_across_dag_parses() -> None:
+    """Airflow keys asset triggers by a hash of their kwargs: no per-parse value may sneak in."""
+    from airflow.triggers.base import BaseEventTrigger
+
+    def parse() -> int:
+        trigger = (
+            iceprod_dataset_asset("iceprod_default", group="simprod", description="IceCube-2026*")
+            .watchers[0]
+            .trigger
+        )
+        return BaseEventTrigger.hash(*trigger.serialize())
+
+    assert parse() == parse()
