@@ -318,7 +318,6 @@ class _StateStore:
         self.key = trigger.state_key
         self.variable = VARIABLE_PREFIX + trigger.filter.fingerprint(trigger.iceprod_conn_id)
         self.where = "asset" if getattr(trigger, "asset_state_store", None) is not None else "variable"
-        self.memory: Any = None
 
     async def load(self) -> Any:
         if self.where == "asset":
@@ -337,7 +336,6 @@ class _StateStore:
 
     async def save(self, state: WatchState) -> None:
         value = state.to_dict()
-        self.memory = value
         try:
             if self.where == "asset":
                 await self.trigger.asset_state_store.aset(self.key, value)  # type: ignore[union-attr]
