@@ -1,4 +1,4 @@
-"""Small helpers shared by the IceProd operators: input checks, the hook, XComs and asset events.
+"""Small helpers shared by the IceProd operators: input checks and asset events.
 
 Nothing heavy is imported here at module level: the hook, the waiting logic and the models load
 inside the functions that need them.
@@ -15,8 +15,6 @@ from airflow_provider_iceprod.exceptions import IceProdConfigError
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-    from airflow_provider_iceprod.hooks.iceprod import IceProdHook
 
 _DATASET_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -78,20 +76,6 @@ def finite_number(value: Any, *, field: str) -> float:
     if number is None or not math.isfinite(number):
         raise IceProdConfigError(f"{field!r} must be a number, got {value!r}.", field=field)
     return number
-
-
-def make_hook(
-    conn_id: str, *, retry_limit: int, retry_delay: float, timeout: float, poll_interval: float
-) -> IceProdHook:
-    from airflow_provider_iceprod.hooks.iceprod import IceProdHook
-
-    return IceProdHook(
-        conn_id,
-        retry_limit=retry_limit,
-        retry_delay=retry_delay,
-        timeout=timeout,
-        poll_interval=poll_interval,
-    )
 
 
 def outlets_with_alias(outlets: Any, asset_alias: str | None) -> list[Any] | Any:

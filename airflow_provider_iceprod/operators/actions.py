@@ -23,6 +23,7 @@ Every argument is checked before any request. A change IceProd's dataset state m
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -36,11 +37,11 @@ from airflow_provider_iceprod.exceptions import (
     IceProdPermissionError,
     IceProdValidationError,
 )
+from airflow_provider_iceprod.hook_params import check_hook_params
 from airflow_provider_iceprod.links import IceProdDatasetLink, push_dataset_xcoms
 from airflow_provider_iceprod.operators._common import (
     emit_asset_events,
     finite_number,
-    make_hook,
     outlets_with_alias,
     parse_dataset_ref,
     positive_int,
@@ -179,10 +180,9 @@ class IceProdDatasetActionOperator(BaseOperator):
         iceprod_conn_id: the Airflow connection (templated).
         asset_alias: emit an asset event for ``iceprod://<api host>/datasets/<number>`` through
             ``AssetAlias(asset_alias)`` on success.
-        request_retry_limit: re-sends of a request after a transient error (hook retry policy).
-        request_retry_delay: base delay of the exponential backoff, seconds.
-        request_timeout: seconds per HTTP request.
-        action_poll_interval: seconds between polls of IceProd ``/actions`` requests.
+        hook_params: ``IceProdHook`` keyword arguments (``retry_limit``, ``retry_delay``,
+            ``max_delay``, ``retry_after_cap``, ``timeout``, ``poll_interval`` of IceProd
+            ``/actions`` requests); plain numbers, checked when the DAG is parsed.
 
     Returns a dict: ``action``, ``dataset_id``, ``dataset``, ``status_before``, ``status``,
     ``job_counts``, ``task_counts`` (after the action), ``changed`` (False when nothing had to be
@@ -201,10 +201,7 @@ class IceProdDatasetActionOperator(BaseOperator):
         value: Any = None,
         iceprod_conn_id: str = "iceprod_default",
         asset_alias: str | None = None,
-        request_retry_limit: int = 5,
-        request_retry_delay: float = 1.0,
-        request_timeout: float = 30.0,
-        action_poll_interval: float = 5.0,
+        hook_params: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs["outlets"] = outlets_with_alias(kwargs.get("outlets"), asset_alias)
@@ -216,21 +213,19 @@ class IceProdDatasetActionOperator(BaseOperator):
         self.value = value
         self.iceprod_conn_id = iceprod_conn_id
         self.asset_alias = asset_alias
-        self.request_retry_limit = request_retry_limit
-        self.request_retry_delay = request_retry_delay
-        self.request_timeout = request_timeout
-        self.action_poll_interval = action_poll_interval
+        self.hook_params = check_hook_params(hook_params)
+
+    @cached_property
+    def hook(self) -> IceProdHook:
+        """The hook of this task (built on first use, after the templates are rendered)."""
+        from airflow_provider_iceprod.hooks.iceprod import IceProdHook
+
+        return IceProdHook(self.iceprod_conn_id, **self.hook_params)
 
     def execute(self, context: Context) -> dict[str, Any]:
         action, value = validate_action(self.action, self.value)
         ref = parse_dataset_ref(self.dataset)
-        hook = make_hook(
-            self.iceprod_conn_id,
-            retry_limit=self.request_retry_limit,
-            retry_delay=self.request_retry_delay,
-            timeout=self.request_timeout,
-            poll_interval=self.action_poll_interval,
-        )
+        hook = self.hook
         before = self._progress(hook, ref)
         url = hook.dataset_url(before.dataset_id)
         push_dataset_xcoms(context["ti"], dataset_id=before.dataset_id, dataset=before.dataset, url=url)

@@ -25,6 +25,7 @@ from airflow_provider_iceprod.exceptions import (
     IceProdPermissionError,
     IceProdTransientError,
 )
+from airflow_provider_iceprod.hook_params import check_hook_params
 from airflow_provider_iceprod.waiting import (
     Verdict,
     WaitOptions,
@@ -97,9 +98,9 @@ class IceProdDatasetSensor(BaseSensorOperator):
         deferrable: wait in the triggerer. Defaults to ``[operators] default_deferrable``.
         cancel_on_kill: deferrable mode, Airflow 3.3+: suspend the dataset when a user kills the
             deferred task (mark failed/success, clear).
-        request_retry_limit: re-sends of a failed request (transient errors only).
-        request_retry_delay: base delay of the exponential backoff, seconds.
-        request_timeout: seconds per HTTP request.
+        hook_params: ``IceProdHook`` keyword arguments (``retry_limit``, ``retry_delay``,
+            ``max_delay``, ``retry_after_cap``, ``timeout``, ``poll_interval``); plain numbers,
+            checked when the DAG is parsed, and handed to the trigger unchanged.
         poke_interval: seconds between polls (all modes).
         **kwargs: ``BaseSensorOperator`` arguments (``timeout``, ``mode``, ``soft_fail``, ...).
     """
@@ -118,9 +119,7 @@ class IceProdDatasetSensor(BaseSensorOperator):
         tolerate_errors: int = 3,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         cancel_on_kill: bool = False,
-        request_retry_limit: int = 5,
-        request_retry_delay: float = 1.0,
-        request_timeout: float = 30.0,
+        hook_params: dict[str, Any] | None = None,
         poke_interval: timedelta | float = 60,
         **kwargs: Any,
     ) -> None:
@@ -138,22 +137,16 @@ class IceProdDatasetSensor(BaseSensorOperator):
             parse_dataset_ref(dataset)  # a literal: reject a typo when the DAG is parsed
         self.deferrable = deferrable
         self.cancel_on_kill = cancel_on_kill
-        self.request_retry_limit = request_retry_limit
-        self.request_retry_delay = request_retry_delay
-        self.request_timeout = request_timeout
+        self.hook_params = check_hook_params(hook_params)
         self._dataset_id: str | None = None
         self._state = WaitState()
 
     @cached_property
     def hook(self) -> IceProdHook:
+        """The hook of this task (built on first use, after the templates are rendered)."""
         from airflow_provider_iceprod.hooks.iceprod import IceProdHook
 
-        return IceProdHook(
-            self.iceprod_conn_id,
-            retry_limit=self.request_retry_limit,
-            retry_delay=self.request_retry_delay,
-            timeout=self.request_timeout,
-        )
+        return IceProdHook(self.iceprod_conn_id, **self.hook_params)
 
     # ------------------------------------------------------------------------------- the dataset
 
@@ -255,7 +248,7 @@ class IceProdDatasetSensor(BaseSensorOperator):
                 self.iceprod_conn_id,
                 wait_options=self.wait_options.to_dict(),
                 deadline=time.time() + self.timeout,
-                retry=self.hook.retry_settings.to_dict(),
+                hook_params=self.hook_params,
                 cancel_on_kill=self.cancel_on_kill,
                 wait_state=self._state.to_dict(),
             ),

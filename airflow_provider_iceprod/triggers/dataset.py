@@ -5,7 +5,8 @@ The trigger does not poll IceProd itself: it subscribes to the process-wide
 dataset with about one request per interval, and decides with the same pure logic as the sensor
 (:func:`airflow_provider_iceprod.waiting.evaluate`). It yields exactly one event and returns.
 
-Importing this module is cheap: the hook (httpx, tenacity, ...) is imported inside ``run()``.
+Importing this module is cheap: the hook (httpx, tenacity, ...) is imported only when a trigger
+with ``hook_params`` is built (to check them) or runs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -22,6 +24,7 @@ from airflow_provider_iceprod.exceptions import (
     IceProdPermissionError,
     IceProdTransientError,
 )
+from airflow_provider_iceprod.hook_params import check_hook_params
 from airflow_provider_iceprod.version_compat import AIRFLOW_V_3_3_PLUS
 from airflow_provider_iceprod.waiting import (
     WaitOptions,
@@ -35,6 +38,9 @@ from airflow_provider_iceprod.waiting import (
     verdict_event,
     with_failed_task_names,
 )
+
+if TYPE_CHECKING:
+    from airflow_provider_iceprod.hooks.iceprod import IceProdHook
 
 CLASSPATH = "airflow_provider_iceprod.triggers.dataset.IceProdDatasetTrigger"
 #: Bound on the suspend request made by ``on_kill`` (Airflow allows 30 s by default).
@@ -53,7 +59,8 @@ class IceProdDatasetTrigger(BaseTrigger):
             poll_interval, tolerate_errors).
         deadline: wall-clock epoch seconds (``time.time()``) after which a ``timeout`` event fires;
             ``None`` waits forever.
-        retry: the hook's retry settings as plain numbers (``RetrySettings.to_dict()``).
+        hook_params: ``IceProdHook`` keyword arguments, plain numbers (the operator's or
+            sensor's ``hook_params``, passed on unchanged).
         cancel_on_kill: on Airflow 3.3+, suspend the dataset when a user kills the task (mark
             failed/success, clear) while it is deferred.
         wait_state: ``WaitState.to_dict()``, so a rebuilt trigger keeps its stall counter and rate
@@ -71,7 +78,7 @@ class IceProdDatasetTrigger(BaseTrigger):
         *,
         wait_options: Mapping[str, Any] | None = None,
         deadline: float | None = None,
-        retry: Mapping[str, Any] | None = None,
+        hook_params: Mapping[str, Any] | None = None,
         cancel_on_kill: bool = False,
         wait_state: Mapping[str, Any] | None = None,
     ) -> None:
@@ -84,10 +91,7 @@ class IceProdDatasetTrigger(BaseTrigger):
         self.iceprod_conn_id = iceprod_conn_id
         self.options = WaitOptions.from_dict(wait_options)
         self.deadline = float(deadline) if deadline is not None else None
-        self.retry = {str(k): v for k, v in (retry or {}).items()}
-        for key, value in self.retry.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"retry setting {key!r} must be a number, got {value!r}")
+        self.hook_params = check_hook_params(hook_params)
         self.cancel_on_kill = bool(cancel_on_kill)
         self.state = WaitState.from_dict(wait_state)
         self._kill_sent = False
@@ -100,7 +104,7 @@ class IceProdDatasetTrigger(BaseTrigger):
                 "iceprod_conn_id": self.iceprod_conn_id,
                 "wait_options": self.options.to_dict(),
                 "deadline": self.deadline,
-                "retry": dict(self.retry),
+                "hook_params": dict(self.hook_params),
                 "cancel_on_kill": self.cancel_on_kill,
                 "wait_state": self.state.to_dict(),
             },
@@ -121,7 +125,7 @@ class IceProdDatasetTrigger(BaseTrigger):
     async def _wait(self) -> dict[str, Any]:
         from airflow_provider_iceprod.triggers.poller import get_poller
 
-        poller = get_poller(self.iceprod_conn_id, retry=self.retry)
+        poller = get_poller(self.iceprod_conn_id, hook_params=self.hook_params)
         sub = poller.subscribe(self.dataset_id, self.options)
         last_progress = None
         try:
@@ -199,10 +203,17 @@ class IceProdDatasetTrigger(BaseTrigger):
         except Exception as exc:
             self.log.warning("Could not suspend IceProd dataset %s after the kill: %s", self.dataset_id, exc)
 
-    async def _suspend(self) -> None:
-        from airflow_provider_iceprod.triggers.poller import build_hook
+    @cached_property
+    def hook(self) -> IceProdHook:
+        """The hook of ``on_kill`` (the wait itself uses the poller's shared hook)."""
+        from airflow_provider_iceprod.hooks.iceprod import IceProdHook
 
-        hook = build_hook(self.iceprod_conn_id, self.retry, poll_interval=ON_KILL_POLL_INTERVAL)
+        return IceProdHook(
+            self.iceprod_conn_id, **{**self.hook_params, "poll_interval": ON_KILL_POLL_INTERVAL}
+        )
+
+    async def _suspend(self) -> None:
+        hook = self.hook
         dataset = await hook.aget_dataset(self.dataset_id)
         if dataset.status not in ("processing", "errors"):
             self.log.info(

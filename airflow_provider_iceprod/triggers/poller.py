@@ -40,6 +40,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_iceprod.exceptions import IceProdError
@@ -61,13 +62,6 @@ DEFAULT_COUNT_BUDGET = 4
 YIELD_EVERY = 100
 #: Concurrent requests for final counts of finishing datasets.
 FINISH_CONCURRENCY = 4
-
-
-def build_hook(conn_id: str, retry: Mapping[str, Any] | None, *, poll_interval: float = 5.0) -> IceProdHook:
-    """An ``IceProdHook`` from plain retry numbers (``RetrySettings.to_dict()``). No I/O."""
-    from airflow_provider_iceprod.hooks.iceprod import IceProdHook
-
-    return IceProdHook(conn_id, retry_args=dict(retry) if retry else None, poll_interval=poll_interval)
 
 
 @dataclass
@@ -121,17 +115,16 @@ class DatasetPoller:
         conn_id: str,
         loop: asyncio.AbstractEventLoop,
         *,
-        retry: Mapping[str, Any] | None = None,
+        hook_params: Mapping[str, Any] | None = None,
         count_budget: int = DEFAULT_COUNT_BUDGET,
     ) -> None:
         self.conn_id = conn_id
         self.count_budget = count_budget
         self._loop = loop
-        self._retry = dict(retry or {})
+        self._hook_params = dict(hook_params or {})
         self._subs: dict[str, list[Subscription]] = {}
         self._tracked: dict[str, _Tracked] = {}
         self._task: asyncio.Task[None] | None = None
-        self._hook: IceProdHook | None = None
         self._finish_sem = asyncio.Semaphore(FINISH_CONCURRENCY)
         self._finishing: dict[str, asyncio.Task[None]] = {}  # final-count fetches in flight
         self._users: list[str] | None = None  # cached ``users`` filter (None: recompute)
@@ -189,10 +182,12 @@ class DatasetPoller:
 
     # --------------------------------------------------------------------------------------- hook
 
+    @cached_property
     def hook(self) -> IceProdHook:
-        if self._hook is None:
-            self._hook = build_hook(self.conn_id, self._retry)
-        return self._hook
+        """The one hook every subscriber shares (built on first use; no I/O)."""
+        from airflow_provider_iceprod.hooks.iceprod import IceProdHook
+
+        return IceProdHook(self.conn_id, **self._hook_params)
 
     def _count(self, kind: str, n: int = 1) -> None:
         self.requests[kind] = self.requests.get(kind, 0) + n
@@ -201,13 +196,13 @@ class DatasetPoller:
         """Per-name task counts (for the names of failed tasks in a stall message)."""
         async with self._finish_sem:
             self._count("by_name")
-            return await self.hook().atask_counts_by_name(dataset_id)
+            return await self.hook.atask_counts_by_name(dataset_id)
 
     # --------------------------------------------------------------------------------------- loop
 
     async def _run(self) -> None:
         try:
-            await self.hook().aget_settings()
+            await self.hook.aget_settings()
         except Exception as exc:  # the connection itself is broken: every wait ends with it
             self._deliver_error(set(self._subs), exc)
         while self._subs:
@@ -228,7 +223,7 @@ class DatasetPoller:
         ids = set(self._subs)
         if not ids:
             return
-        hook = self.hook()
+        hook = self.hook
         rows = await self._list(hook, ids)
         if rows is None:
             return
@@ -423,11 +418,11 @@ def count_budget_setting() -> int:
 
 
 def get_poller(
-    conn_id: str, *, retry: Mapping[str, Any] | None = None, count_budget: int | None = None
+    conn_id: str, *, hook_params: Mapping[str, Any] | None = None, count_budget: int | None = None
 ) -> DatasetPoller:
     """The poller for ``conn_id`` on the running event loop (created on first use).
 
-    The first caller's ``retry`` settings and ``count_budget`` apply to the whole poller.
+    The first caller's ``hook_params`` and ``count_budget`` apply to the whole poller.
     """
     loop = asyncio.get_running_loop()
     key = (conn_id, id(loop))
@@ -435,7 +430,7 @@ def get_poller(
         poller = _pollers.get(key)
         if poller is None or poller._loop is not loop:
             budget = count_budget if count_budget is not None else count_budget_setting()
-            poller = DatasetPoller(conn_id, loop, retry=retry, count_budget=budget)
+            poller = DatasetPoller(conn_id, loop, hook_params=hook_params, count_budget=budget)
             _pollers[key] = poller
         return poller
 

@@ -83,6 +83,7 @@ def test_submit_deferrable_waits_in_the_trigger(iceprod_connection, airflow_db, 
     assert len(runs) == 1
     assert runs[0]["wait_options"]["poll_interval"] == FAST_ARGS["poll_interval"]
     assert runs[0]["cancel_on_kill"] is False
+    assert runs[0]["hook_params"] == FAST_ARGS["hook_params"]  # unchanged, so the trigger's hook is the same
     [dataset] = ip.datasets()
     assert dataset["status"] == "complete"
     assert xcoms(dag_run, "submit")["return_value"] == dataset["dataset_id"]
@@ -246,10 +247,9 @@ def test_policy_fail_message_names_the_dataset_and_the_choices(iceprod_connectio
     ip = iceprod_connection
     dataset_id = ip.create_dataset(description="old [airflow:abc]", status="errors")
     op = _submit(on_existing_failed="fail")
-    hook = op._hook()
     existing = SubmitResult(None, dataset_id, ip.dataset(dataset_id)["dataset"], "u", reattached=True)
     with pytest.raises(IceProdDatasetFailedError, match="on_existing_failed='fail'") as err:
-        op._apply_existing_policy(hook, SubmitState({}, op.log), "abc", {}, existing)
+        op._apply_existing_policy(SubmitState({}, op.log), "abc", {}, existing)
     assert "retry_failed" in str(err.value)
     assert dataset_id in str(err.value)
 

@@ -10,7 +10,8 @@ import pytest
 from operator_helpers import FAST_ARGS, TWO_TASKS, make_dag, run_dag, ti_states, xcoms
 
 from airflow_provider_iceprod.exceptions import IceProdConfigError, IceProdDatasetConfigError
-from airflow_provider_iceprod.operators.submit import IceProdSubmitDatasetOperator, parse_config
+from airflow_provider_iceprod.operators._submit_args import parse_config
+from airflow_provider_iceprod.operators.submit import IceProdSubmitDatasetOperator
 
 
 def _op(**kwargs: object) -> IceProdSubmitDatasetOperator:
