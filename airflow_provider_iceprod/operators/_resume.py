@@ -17,6 +17,7 @@ import hashlib
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_iceprod.api import checks
 from airflow_provider_iceprod.exceptions import IceProdNotFoundError, IceProdPermissionError
 from airflow_provider_iceprod.version_compat import AIRFLOW_V_3_3_PLUS
 
@@ -132,7 +133,7 @@ def existing_problem(
 def supersede(hook: IceProdHook, dataset_id: str, marker: str, log: Any) -> None:
     """Retire a dataset's marker (``[airflow-superseded:<marker>]``) so lookups find only a new one."""
     dataset = hook.get_dataset(dataset_id)
-    tag = f"[airflow:{marker}]"
+    tag = checks.marker_tag(marker)
     if tag not in dataset.description:
         return
     hook.set_description(dataset_id, dataset.description.replace(tag, f"[{SUPERSEDED_TAG}:{marker}]"))

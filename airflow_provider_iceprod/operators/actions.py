@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_provider_iceprod.api import checks
 from airflow_provider_iceprod.exceptions import (
     IceProdActionError,
     IceProdConfigError,
@@ -39,13 +40,7 @@ from airflow_provider_iceprod.exceptions import (
 )
 from airflow_provider_iceprod.hook_params import check_hook_params
 from airflow_provider_iceprod.links import IceProdDatasetLink, push_dataset_xcoms
-from airflow_provider_iceprod.operators._common import (
-    emit_asset_events,
-    finite_number,
-    outlets_with_alias,
-    parse_dataset_ref,
-    positive_int,
-)
+from airflow_provider_iceprod.operators._common import emit_asset_events, outlets_with_alias
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -65,9 +60,6 @@ ACTIONS: dict[str, str | None] = {
     "add_jobs": "a positive integer: the number of jobs to add",
     "set_requirements": "a dict {task_name: {resource: value}}",
 }
-INT_RESOURCES = ("cpu", "gpu")
-FLOAT_RESOURCES = ("memory", "disk", "time")
-RESOURCES = (*INT_RESOURCES, *FLOAT_RESOURCES, "os", "site")
 #: IceProd's texts for requests its state machine refuses (kept verbatim in the error).
 _REFUSALS = ("state transition", "cannot truncate", "must be larger than before", "is immutable")
 
@@ -81,53 +73,18 @@ def _action_list() -> str:
 
 
 def _requirements(value: Any) -> dict[str, dict[str, Any]]:
+    """``{task_name: {resource: value}}``, each task's resources checked by IceProd's rules."""
     if not isinstance(value, Mapping) or not value:
         raise IceProdConfigError(
             f"set_requirements needs value={{task_name: {{resource: value}}}}, got {value!r}.", field="value"
         )
     checked: dict[str, dict[str, Any]] = {}
     for task_name, reqs in value.items():
-        where = f"value[{task_name!r}]"
         if not isinstance(task_name, str) or not task_name:
             raise IceProdConfigError(
                 f"set_requirements: task names must be strings, got {task_name!r}.", field="value"
             )
-        if not isinstance(reqs, Mapping) or not reqs:
-            raise IceProdConfigError(
-                f"set_requirements: {where} must be a non-empty dict of resources, got {reqs!r}.", field=where
-            )
-        unknown = sorted(set(reqs) - set(RESOURCES))
-        if unknown:
-            raise IceProdConfigError(
-                f"set_requirements: {where} has unknown resource(s) {unknown}; valid: {list(RESOURCES)}.",
-                field=where,
-            )
-        out: dict[str, Any] = {}
-        for key, val in reqs.items():
-            if key in INT_RESOURCES:
-                if isinstance(val, bool) or not isinstance(val, int) or val < 0:
-                    raise IceProdConfigError(
-                        f"set_requirements: {where}[{key!r}] must be an integer >= 0, got {val!r}.",
-                        field=where,
-                    )
-                out[key] = val
-            elif key in FLOAT_RESOURCES:
-                number = finite_number(val, field=f"{where}[{key!r}]")
-                if number < 0:
-                    raise IceProdConfigError(
-                        f"set_requirements: {where}[{key!r}] must be >= 0, got {val!r}.", field=where
-                    )
-                out[key] = number
-            elif key == "os":
-                if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
-                    raise IceProdConfigError(
-                        f"set_requirements: {where}['os'] must be a list of strings, got {val!r}.",
-                        field=where,
-                    )
-                out[key] = list(val)
-            else:
-                out[key] = str(val)
-        checked[task_name] = out
+        checked[task_name] = checks.task_requirements(reqs, f"value[{task_name!r}]")
     return checked
 
 
@@ -146,7 +103,7 @@ def validate_action(action: Any, value: Any) -> tuple[str, Any]:
     if value is None:
         raise IceProdConfigError(f"Action {action!r} needs value= {expected}.", field="value")
     if action == "set_priority":
-        return action, finite_number(value, field="value")
+        return action, checks.finite_number(value, "value", minimum=0)
     if action == "set_description":
         if not isinstance(value, str) or not value.strip():
             raise IceProdConfigError(
@@ -154,7 +111,7 @@ def validate_action(action: Any, value: Any) -> tuple[str, Any]:
             )
         return action, value
     if action == "add_jobs":
-        return action, positive_int(value, field="value")
+        return action, checks.positive_int(value, "value")
     return action, _requirements(value)
 
 
@@ -224,7 +181,7 @@ class IceProdDatasetActionOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         action, value = validate_action(self.action, self.value)
-        ref = parse_dataset_ref(self.dataset)
+        ref = checks.dataset_ref(self.dataset)
         hook = self.hook
         before = self._progress(hook, ref)
         url = hook.dataset_url(before.dataset_id)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, conf
 
+from airflow_provider_iceprod.api import checks
 from airflow_provider_iceprod.exceptions import (
     IceProdConfigError,
     IceProdDatasetFailedError,
@@ -41,11 +42,12 @@ from airflow_provider_iceprod.operators._resume import (
     reattach_from_state,
     supersede,
 )
-from airflow_provider_iceprod.operators._submit_args import check_submit_args, extra_fields, seconds
+from airflow_provider_iceprod.operators._submit_args import merged_extra_fields, parse_config, seconds
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_iceprod.api.checks import SubmitRequest
     from airflow_provider_iceprod.hooks.iceprod import IceProdHook
     from airflow_provider_iceprod.models import SubmitResult
     from airflow_provider_iceprod.waiting import WaitOptions
@@ -196,22 +198,27 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         except ValueError as exc:
             raise IceProdConfigError(f"Invalid wait option: {exc}", field="wait options") from None
 
-    def prepare(self) -> dict[str, Any]:
-        """Check every rendered argument; return the submit arguments. Sends nothing."""
-        extra = extra_fields(
-            self.extra_submit_fields,
-            priority=self.priority,
-            start_suspended=self.start_suspended,
-            debug=self.debug,
-        )
-        return check_submit_args(
-            config=self.config,
+    def prepare(self, marker: str | None = None) -> SubmitRequest:
+        """Check every rendered argument, the config included; return the checked submit request.
+
+        Sends nothing. ``marker`` is the task instance's (a random one when not given).
+        """
+        return checks.check_submit(
+            parse_config(self.config),
             description=self.description,
             jobs_submitted=self.jobs_submitted,
             group=self.group,
-            tasks_per_job=self.tasks_per_job,
-            extra_submit_fields=extra,
+            extra_submit_fields=merged_extra_fields(
+                self.extra_submit_fields,
+                priority=self.priority,
+                start_suspended=self.start_suspended,
+                debug=self.debug,
+            ),
+            marker=marker,
             low_level=self.low_level,
+            materialize=False,  # execute() materializes once the XComs are pushed
+            timeout=self.submit_timeout,
+            tasks_per_job=self.tasks_per_job,
         )
 
     # ------------------------------------------------------------------------------------ execute
@@ -224,23 +231,23 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         return IceProdHook(self.iceprod_conn_id, **self.hook_params)
 
     def execute(self, context: Context) -> Any:
-        args = self.prepare()
+        marker = marker_for_context(context)
+        request = self.prepare(marker)
         deadline_after = seconds(self.wait_timeout, "wait_timeout")
         options = self._wait_options() if self.wait_for_completion else None
         if self.is_dry_run:
             self.log.info(
                 "dry_run: the config is valid; nothing was submitted. %s job(s), group %r, extra fields %s. "
                 "Final config:\n%s",
-                args["jobs_submitted"],
-                args["group"],
-                args["extra_submit_fields"] or {},
-                json.dumps(args["config"], indent=2, sort_keys=True),
+                request.jobs_submitted,
+                request.group,
+                request.extra,
+                json.dumps(request.config, indent=2, sort_keys=True),
             )
-            return args["config"]
+            return request.config
 
         state = SubmitState(context, self.log)
-        marker = marker_for_context(context)
-        result, fresh = self._submit_or_reattach(state, marker, args)
+        result, fresh = self._submit_or_reattach(state, marker, request)
         self._dataset_id = result.dataset_id
         push_dataset_xcoms(
             context["ti"], dataset_id=result.dataset_id, dataset=result.dataset, url=result.url
@@ -268,17 +275,17 @@ class IceProdSubmitDatasetOperator(BaseOperator):
     # ------------------------------------------------------------------------- submit / reattach
 
     def _submit_or_reattach(
-        self, state: SubmitState, marker: str, args: dict[str, Any]
+        self, state: SubmitState, marker: str, request: SubmitRequest
     ) -> tuple[SubmitResult, bool]:
         """Returns the dataset and whether this try created it."""
         result = reattach_from_state(self.hook, state, self.log)
         if result is None:
-            result = self._submit(state, marker, args)
+            result = self._submit(state, request)
         if not result.reattached:
             return result, True
-        return self._apply_existing_policy(state, marker, args, result)
+        return self._apply_existing_policy(state, marker, request, result)
 
-    def _submit(self, state: SubmitState, marker: str, args: dict[str, Any]) -> SubmitResult:
+    def _submit(self, state: SubmitState, request: SubmitRequest) -> SubmitResult:
         """Submit, or reattach through the hook: an earlier try's request id (IceProd forgets those
         after about a day; the hook then falls back), then the description marker."""
 
@@ -286,24 +293,12 @@ class IceProdSubmitDatasetOperator(BaseOperator):
             state.set(REQUEST_ID_KEY, request_id)
             self.log.info("IceProd accepted submit request %s; waiting for the dataset.", request_id)
 
-        result = self.hook.submit_dataset(
-            args["config"],
-            description=args["description"],
-            jobs_submitted=args["jobs_submitted"],
-            group=args["group"],
-            extra_submit_fields=args["extra_submit_fields"],
-            marker=marker,
-            low_level=args["low_level"],
-            materialize=False,  # done by execute() once the XComs are pushed
-            on_request=on_request,
-            timeout=self.submit_timeout,
-            resume_request_id=state.get(REQUEST_ID_KEY),
-        )
+        result = self.hook.submit(request, on_request=on_request, resume_request_id=state.get(REQUEST_ID_KEY))
         state.set(DATASET_ID_KEY, result.dataset_id)
         return result
 
     def _apply_existing_policy(
-        self, state: SubmitState, marker: str, args: dict[str, Any], result: SubmitResult
+        self, state: SubmitState, marker: str, request: SubmitRequest, result: SubmitResult
     ) -> tuple[SubmitResult, bool]:
         """``on_existing_failed`` for a dataset an earlier try created."""
         hook = self.hook
@@ -341,7 +336,7 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         self.log.info("%s: submitting a new dataset (on_existing_failed='resubmit').", what)
         supersede(hook, result.dataset_id, marker, self.log)
         state.delete(DATASET_ID_KEY, REQUEST_ID_KEY)
-        new = self._submit(state, marker, args)
+        new = self._submit(state, request)
         if new.reattached:
             raise IceProdDatasetFailedError(
                 "Resubmitting failed: the marker lookup still finds dataset "

@@ -7,7 +7,6 @@ mode decides with :func:`airflow_provider_iceprod.waiting.evaluate`. See ``docs/
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -18,8 +17,8 @@ from airflow.sdk import BaseSensorOperator, conf
 from airflow.sdk.bases.sensor import PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
 
+from airflow_provider_iceprod.api import checks
 from airflow_provider_iceprod.exceptions import (
-    IceProdConfigError,
     IceProdDatasetFailedError,
     IceProdNotFoundError,
     IceProdPermissionError,
@@ -48,31 +47,6 @@ if TYPE_CHECKING:
 STATE_KEY = "iceprod_wait_state"
 #: Spacing of in-poke stall confirmations when no task state store exists (Airflow < 3.3).
 STALL_CONFIRM_MAX_INTERVAL = 60.0
-
-_HEX_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-def parse_dataset_ref(value: object) -> str | int:
-    """A dataset reference: a 32-hex id, a dataset number, or a mapping with ``dataset_id``.
-
-    Mappings are what the submit operator pushes (``{"dataset_id": ..., ...}``). Raises
-    ``IceProdConfigError(field="dataset")`` for anything else.
-    """
-    if isinstance(value, Mapping):
-        value = value.get("dataset_id", value.get("dataset"))
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        if text.isdigit() and int(text) > 0:
-            return int(text)
-        if _HEX_ID.match(text.lower()):
-            return text.lower()
-    raise IceProdConfigError(
-        f"'dataset' must be an IceProd dataset id (32 hex characters), a dataset number or the submit "
-        f"operator's XCom, got {value!r}.",
-        field="dataset",
-    )
 
 
 class IceProdDatasetSensor(BaseSensorOperator):
@@ -134,7 +108,7 @@ class IceProdDatasetSensor(BaseSensorOperator):
             tolerate_errors=tolerate_errors,
         )
         if isinstance(dataset, (int, str, Mapping)) and not (isinstance(dataset, str) and "{{" in dataset):
-            parse_dataset_ref(dataset)  # a literal: reject a typo when the DAG is parsed
+            checks.dataset_ref(dataset)  # a literal: reject a typo when the DAG is parsed
         self.deferrable = deferrable
         self.cancel_on_kill = cancel_on_kill
         self.hook_params = check_hook_params(hook_params)
@@ -152,7 +126,7 @@ class IceProdDatasetSensor(BaseSensorOperator):
 
     def _resolve_dataset_id(self) -> str:
         if self._dataset_id is None:
-            ref = parse_dataset_ref(self.dataset)
+            ref = checks.dataset_ref(self.dataset)
             try:
                 self._dataset_id = self.hook.resolve_dataset_id(ref)
             except (IceProdPermissionError, IceProdNotFoundError) as exc:

@@ -59,10 +59,15 @@ def test_unknown_action_lists_the_valid_ones() -> None:
         ("set_description", "", "non-empty string"),
         ("add_jobs", 0, "positive integer"),
         ("add_jobs", 2.5, "positive integer"),
-        ("set_requirements", {"process": {"ram": 4}}, "unknown resource"),
+        (
+            "set_requirements",
+            {"process": {"ram": 4}},
+            r"Unknown requirement\(s\) \['ram'\] in value\['process'\]",
+        ),
         ("set_requirements", {"process": {"cpu": 1.5}}, "integer"),
         ("set_requirements", {"process": {"os": "RHEL_7"}}, "list of strings"),
         ("set_requirements", {"process": {}}, "non-empty dict"),
+        ("set_priority", -0.5, ">= 0"),
         ("set_requirements", ["memory"], "task_name"),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -43,11 +44,27 @@ def _assert_dataset_xcoms(dag_run: object, ip: LocalIceProd, dataset: dict) -> N
     assert found[LINK_KEY] == found["url"]
 
 
-def test_submit_and_wait_sync_returns_id_and_pushes_xcoms_and_link(iceprod_connection, airflow_db) -> None:
+def test_submit_and_wait_sync_returns_id_and_pushes_xcoms_and_link(
+    iceprod_connection, airflow_db, monkeypatch
+) -> None:
+    from airflow_provider_iceprod import dataset_config
+
+    validated: list[object] = []
+    real_validate = dataset_config.validate_config
+    here = threading.get_ident()  # the stand-in validates too, as IceProd does, in its own thread
+
+    def counting_validate(config, **kwargs):
+        if threading.get_ident() == here:
+            validated.append(config)
+        return real_validate(config, **kwargs)
+
+    monkeypatch.setattr(dataset_config, "validate_config", counting_validate)
     ip = iceprod_connection
     with make_dag("op_submit_sync") as dag:
         _submit(wait_for_completion=True, deferrable=False)
     dag_run = run_dag(dag)
+
+    assert len(validated) == 1  # the operator hands the checked request to the hook: one validation
 
     assert str(dag_run.state) == "success"
     [dataset] = ip.datasets()

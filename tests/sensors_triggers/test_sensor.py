@@ -18,7 +18,7 @@ from airflow_provider_iceprod.exceptions import (
     IceProdDatasetFailedError,
     IceProdTransientError,
 )
-from airflow_provider_iceprod.sensors.dataset import IceProdDatasetSensor, parse_dataset_ref
+from airflow_provider_iceprod.sensors.dataset import IceProdDatasetSensor
 from airflow_provider_iceprod.triggers.dataset import IceProdDatasetTrigger
 from airflow_provider_iceprod.waiting import WaitOptions, make_event, wait_for_dataset
 
@@ -160,7 +160,6 @@ def test_invalid_arguments_fail_at_parse_time():
     with pytest.raises(ValueError, match="target_states"):
         sensor(1, target_states=["done"])
     sensor("{{ ti.xcom_pull(task_ids='submit')['dataset_id'] }}")  # templated: checked after rendering
-    assert parse_dataset_ref(" 0123456789ABCDEF0123456789ABCDEF ") == "0123456789abcdef0123456789abcdef"
 
 
 def test_sensor_and_trigger_imports_stay_light():
