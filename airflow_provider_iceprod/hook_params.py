@@ -23,13 +23,11 @@ def hook_param_names() -> tuple[str, ...]:
     return tuple(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
-def check_hook_params(hook_params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A plain copy of ``hook_params``, checked by building a hook with it.
+def plain_hook_params(hook_params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy of ``hook_params`` that is a dict of plain numbers (what crosses into trigger kwargs).
 
-    Building the hook does no I/O (the connection is read on first use); an empty or ``None``
-    ``hook_params`` is not even that, so a DAG without it never imports the hook while parsing.
-    Raises ``IceProdConfigError(field="hook_params")`` for unknown keys and the hook's own error
-    for bad values.
+    Imports nothing: triggers call this in ``__init__``, which runs on the triggerer's event loop.
+    Whether the hook accepts the keys and values is :func:`check_hook_params`' job.
     """
     if hook_params is None:
         return {}
@@ -39,12 +37,29 @@ def check_hook_params(hook_params: Mapping[str, Any] | None) -> dict[str, Any]:
             field="hook_params",
         )
     params = {**hook_params}
+    for key, value in params.items():
+        if not isinstance(key, str) or isinstance(value, bool) or not isinstance(value, int | float):
+            raise IceProdConfigError(
+                f"hook_params[{key!r}] must be a plain number, got {value!r}.", field="hook_params"
+            )
+    return params
+
+
+def check_hook_params(hook_params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A plain copy of ``hook_params``, checked by building a hook with it.
+
+    Building the hook does no I/O (the connection is read on first use); an empty or ``None``
+    ``hook_params`` is not even that, so a DAG without it never imports the hook while parsing.
+    Raises ``IceProdConfigError(field="hook_params")`` for unknown keys and the hook's own error
+    for bad values.
+    """
+    params = plain_hook_params(hook_params)
     if not params:
         return params
     from airflow_provider_iceprod.hooks.iceprod import IceProdHook
 
     names = hook_param_names()
-    unknown = sorted(str(key) for key in params if key not in names)
+    unknown = sorted(key for key in params if key not in names)
     if unknown:
         raise IceProdConfigError(
             f"hook_params: unknown key(s) {unknown}; IceProdHook takes {list(names)} "

@@ -5,13 +5,14 @@ The trigger does not poll IceProd itself: it subscribes to the process-wide
 dataset with about one request per interval, and decides with the same pure logic as the sensor
 (:func:`airflow_provider_iceprod.waiting.evaluate`). It yields exactly one event and returns.
 
-Importing this module is cheap: the hook (httpx, tenacity, ...) is imported only when a trigger
-with ``hook_params`` is built (to check them) or runs.
+Importing this module is cheap, and so is building a trigger: the hook (httpx, tenacity, ...) is
+imported in ``run()``, in a worker thread, so the import never blocks the triggerer's event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 from collections.abc import AsyncIterator, Mapping
 from functools import cached_property
@@ -24,7 +25,7 @@ from airflow_provider_iceprod.exceptions import (
     IceProdPermissionError,
     IceProdTransientError,
 )
-from airflow_provider_iceprod.hook_params import check_hook_params
+from airflow_provider_iceprod.hook_params import check_hook_params, plain_hook_params
 from airflow_provider_iceprod.version_compat import AIRFLOW_V_3_3_PLUS
 from airflow_provider_iceprod.waiting import (
     WaitOptions,
@@ -91,7 +92,9 @@ class IceProdDatasetTrigger(BaseTrigger):
         self.iceprod_conn_id = iceprod_conn_id
         self.options = WaitOptions.from_dict(wait_options)
         self.deadline = float(deadline) if deadline is not None else None
-        self.hook_params = check_hook_params(hook_params)
+        # Plain numbers only here: __init__ runs on the triggerer's event loop, so the hook (whose
+        # import takes a moment) checks them in run(). The deferring operator or sensor already did.
+        self.hook_params = plain_hook_params(hook_params)
         self.cancel_on_kill = bool(cancel_on_kill)
         self.state = WaitState.from_dict(wait_state)
         self._kill_sent = False
@@ -123,6 +126,8 @@ class IceProdDatasetTrigger(BaseTrigger):
         yield TriggerEvent(event)
 
     async def _wait(self) -> dict[str, Any]:
+        await _import_hook()
+        check_hook_params(self.hook_params)  # no I/O once the hook module is loaded
         from airflow_provider_iceprod.triggers.poller import get_poller
 
         poller = get_poller(self.iceprod_conn_id, hook_params=self.hook_params)
@@ -213,6 +218,7 @@ class IceProdDatasetTrigger(BaseTrigger):
         )
 
     async def _suspend(self) -> None:
+        await _import_hook()
         hook = self.hook
         dataset = await hook.aget_dataset(self.dataset_id)
         if dataset.status not in ("processing", "errors"):
@@ -226,3 +232,8 @@ class IceProdDatasetTrigger(BaseTrigger):
             "Task killed by a user: suspending IceProd dataset %s (cancel_on_kill).", self.dataset_id
         )
         await hook.asuspend_dataset(self.dataset_id)
+
+
+async def _import_hook() -> None:
+    """Load the hook module in a thread: importing httpx, tenacity and the auth code takes a moment."""
+    await asyncio.to_thread(importlib.import_module, "airflow_provider_iceprod.hooks.iceprod")

@@ -184,7 +184,6 @@ def test_serialize_is_plain_and_exact():
         {"deadline": "tomorrow"},
         {"wait_options": {"on_suspended": "ignore"}},
         {"hook_params": {"retry_limit": object()}},
-        {"hook_params": {"retry_limt": 3}},
         {"hook_params": [("retry_limit", 3)]},
         {"wait_state": {"stall_count": "many"}},
     ],

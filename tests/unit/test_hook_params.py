@@ -4,6 +4,7 @@ operators, the sensor and the trigger, and turned into exactly one hook per task
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_iceprod.exceptions import IceProdConfigError
-from airflow_provider_iceprod.hook_params import check_hook_params, hook_param_names
+from airflow_provider_iceprod.hook_params import check_hook_params, hook_param_names, plain_hook_params
 from airflow_provider_iceprod.operators.actions import IceProdDatasetActionOperator
 from airflow_provider_iceprod.operators.submit import IceProdSubmitDatasetOperator
 from airflow_provider_iceprod.sensors.dataset import IceProdDatasetSensor
@@ -53,6 +54,7 @@ def test_the_keys_are_the_hooks_keyword_arguments() -> None:
 
 
 def test_a_checked_copy_is_returned_unchanged() -> None:
+    assert plain_hook_params({"timeout": 5}) == {"timeout": 5}
     assert check_hook_params(None) == {}
     assert check_hook_params({}) == {}
     checked = check_hook_params(PARAMS)
@@ -60,25 +62,48 @@ def test_a_checked_copy_is_returned_unchanged() -> None:
     assert checked is not PARAMS
 
 
+NOT_PLAIN = [
+    ([("retry_limit", 3)], "must be a dict"),
+    ({"timeout": "30"}, r"hook_params\['timeout'\] must be a plain number"),
+    ({"poll_interval": True}, "plain number"),
+    ({"iceprod_conn_id": "other"}, "plain number"),
+]
+REFUSED_BY_THE_HOOK = [
+    ({"retry_limt": 3}, r"unknown key\(s\) \['retry_limt'\]; IceProdHook takes \["),
+    ({"retry_limit": -1}, "retry_limit"),
+    ({"retry_limit": 1.5}, "retry_limit"),
+    ({"timeout": 0}, "timeout"),
+    ({"poll_interval": -1}, "poll_interval"),
+]
+
+
 @pytest.mark.parametrize("build", BUILDERS.values(), ids=BUILDERS.keys())
-@pytest.mark.parametrize(
-    ("hook_params", "match"),
-    [
-        ({"retry_limt": 3}, r"unknown key\(s\) \['retry_limt'\]; IceProdHook takes \["),
-        ({"iceprod_conn_id": "other"}, "unknown key"),
-        ({"retry_limit": -1}, "retry_limit"),
-        ({"retry_limit": 1.5}, "retry_limit"),
-        ({"timeout": "30"}, "timeout"),
-        ({"timeout": 0}, "timeout"),
-        ({"poll_interval": True}, "poll_interval"),
-        ([("retry_limit", 3)], "must be a dict"),
-    ],
-)
-def test_bad_hook_params_fail_when_the_task_is_built(
+@pytest.mark.parametrize(("hook_params", "match"), NOT_PLAIN)
+def test_hook_params_that_are_not_plain_numbers_fail_when_built(
     build: Callable[..., Any], hook_params: Any, match: str
 ) -> None:
     with pytest.raises(IceProdConfigError, match=match):
         build(hook_params=hook_params)
+
+
+@pytest.mark.parametrize("build", [_submit, _action, _sensor], ids=["submit", "action", "sensor"])
+@pytest.mark.parametrize(("hook_params", "match"), REFUSED_BY_THE_HOOK)
+def test_hook_params_the_hook_refuses_fail_when_the_dag_is_parsed(
+    build: Callable[..., Any], hook_params: Any, match: str
+) -> None:
+    with pytest.raises(IceProdConfigError, match=match):
+        build(hook_params=hook_params)
+
+
+@pytest.mark.parametrize(("hook_params", "match"), REFUSED_BY_THE_HOOK)
+async def test_a_trigger_with_hook_params_the_hook_refuses_ends_with_one_error_event(
+    hook_params: Any, match: str
+) -> None:
+    """Its __init__ runs on the triggerer's loop, so the hook checks them in run(); no request is sent."""
+    trigger = _trigger(hook_params=hook_params)
+    events = [event.payload async for event in trigger.run()]
+    assert [(e["status"], e["error_type"]) for e in events] == [("error", "IceProdConfigError")]
+    assert re.search(match, events[0]["message"])
 
 
 @pytest.mark.parametrize("build", [_submit, _action, _sensor], ids=["submit", "action", "sensor"])
@@ -101,13 +126,16 @@ def test_trigger_kwargs_carry_hook_params_unchanged() -> None:
 
 
 def test_building_tasks_without_hook_params_does_not_import_the_hook() -> None:
-    """A DAG file that does not tune the hook never pays for importing it (httpx, tenacity, ...)."""
+    """A DAG file that does not tune the hook never pays for importing it (httpx, tenacity, ...),
+    and building a trigger never imports it (that runs on the triggerer's event loop)."""
     code = (
         "import sys, json\n"
         "from airflow_provider_iceprod.operators.submit import IceProdSubmitDatasetOperator\n"
         "from airflow_provider_iceprod.operators.actions import IceProdDatasetActionOperator\n"
         "IceProdSubmitDatasetOperator(task_id='s', config={}, description='d', hook_params={})\n"
         "IceProdDatasetActionOperator(task_id='a', action='suspend', dataset=1)\n"
+        "from airflow_provider_iceprod.triggers.dataset import IceProdDatasetTrigger\n"
+        "IceProdDatasetTrigger('0' * 32, hook_params={'timeout': 5, 'retry_limit': 1})\n"
         "before = 'airflow_provider_iceprod.hooks.iceprod' in sys.modules\n"
         "IceProdDatasetActionOperator(task_id='b', action='suspend', dataset=1, hook_params={'timeout': 5})\n"
         "print(json.dumps([before, 'airflow_provider_iceprod.hooks.iceprod' in sys.modules]))\n"
