@@ -351,12 +351,12 @@ class IceProdSubmitDatasetOperator(BaseOperator):
     # ------------------------------------------------------------------------------------- wait
 
     def _wait(self, context: Context, dataset_id: str, options: WaitOptions, deadline: float | None) -> Any:
-        from airflow_provider_iceprod import waiting
+        from airflow_provider_iceprod import wait_loop, waiting
 
         if not self.deferrable:
             self._waiting = True
             try:
-                event = waiting.wait_for_dataset(
+                event = wait_loop.wait_for_dataset(
                     self.hook, dataset_id, options, deadline=deadline, log=self.log
                 )
             finally:
@@ -366,7 +366,7 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         # Check once before deferring: a reattached dataset may already be done.
         state = waiting.WaitState()
         try:
-            verdict, progress = waiting.poll_once(self.hook, dataset_id, options, state)
+            verdict, progress = wait_loop.poll_once(self.hook, dataset_id, options, state)
         except IceProdTransientError as exc:
             self.log.warning("Could not check the dataset before deferring (%s); deferring anyway.", exc)
         else:

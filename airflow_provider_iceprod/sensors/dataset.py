@@ -25,15 +25,14 @@ from airflow_provider_iceprod.exceptions import (
     IceProdTransientError,
 )
 from airflow_provider_iceprod.hook_params import check_hook_params
+from airflow_provider_iceprod.wait_loop import count_transient_error, poll_once
 from airflow_provider_iceprod.waiting import (
     Verdict,
     WaitOptions,
     WaitState,
-    count_transient_error,
     describe_progress,
     event_result,
     not_visible_error,
-    poll_once,
     verdict_event,
 )
 
