@@ -2,12 +2,13 @@
 
 Order of work in :meth:`~IceProdSubmitDatasetOperator.execute`:
 
-1. render and parse the config (dict, ``.json``/``.yaml`` file, or Jinja), check it with
-   :func:`~airflow_provider_iceprod.dataset_config.validate_config` and check the other arguments:
-   nothing is sent before this passes (``dry_run=True`` stops here and returns the config);
+1. render and parse the config (dict, ``.json``/``.yaml`` file, or Jinja) and check it with every
+   other argument in :func:`~airflow_provider_iceprod.api.checks.check_submit`: nothing is sent
+   before this passes (``dry_run=True`` stops here and returns the config);
 2. reattach to the dataset an earlier try created (task state store on Airflow 3.3+, then the
-   description marker), applying ``on_existing_failed`` when that dataset ended badly; or submit
-   through ``/actions/submit`` and wait for the request to yield a dataset id;
+   description marker), applying ``on_existing_failed`` when that dataset ended badly; or hand the
+   checked request to ``hook.submit`` (so the config is validated once) and wait for IceProd's
+   submit request to yield a dataset id;
 3. push the XComs ``dataset_id``, ``dataset``, ``url`` and the extra-link XCom at once;
 4. optionally wait for the dataset (the sensor's semantics, sync or deferrable).
 """
