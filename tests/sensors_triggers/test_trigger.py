@@ -134,7 +134,14 @@ async def test_transient_errors_are_tolerated_then_fatal(ip):
     assert "503" in event["message"]
 
 
-HOOK_PARAMS = {"retry_limit": 3, "retry_delay": 2.0, "timeout": 10.0, "poll_interval": 2}
+HOOK_PARAMS = {
+    "retry_limit": 3,
+    "retry_delay": 2.0,
+    "max_delay": 30.0,
+    "retry_after_cap": 60.0,
+    "timeout": 10.0,
+    "poll_interval": 2,
+}
 
 
 def test_serialize_is_plain_and_exact():

@@ -20,7 +20,7 @@ from airflow_provider_iceprod.sensors.dataset import IceProdDatasetSensor
 from airflow_provider_iceprod.triggers.dataset import IceProdDatasetTrigger
 
 CONFIG = {"version": 3.2, "tasks": [{"name": "t", "trays": [{"modules": [{"src": "x.py"}]}]}]}
-PARAMS = {"retry_limit": 2, "retry_delay": 0.5, "timeout": 7, "poll_interval": 0.25}
+PARAMS = {"retry_limit": 2, "retry_delay": 0.5, "max_delay": 9, "timeout": 7, "poll_interval": 0.25}
 
 
 def _submit(**kw: Any) -> Any:
@@ -48,9 +48,14 @@ BUILDERS: dict[str, Callable[..., Any]] = {
 
 
 def test_the_keys_are_the_hooks_keyword_arguments() -> None:
-    names = hook_param_names()
-    assert {"retry_limit", "retry_delay", "timeout", "poll_interval"} <= set(names)
-    assert "iceprod_conn_id" not in names
+    assert hook_param_names() == (
+        "retry_limit",
+        "retry_delay",
+        "max_delay",
+        "retry_after_cap",
+        "timeout",
+        "poll_interval",
+    )
 
 
 def test_a_checked_copy_is_returned_unchanged() -> None:
@@ -114,7 +119,7 @@ def test_one_hook_per_task_built_from_hook_params(build: Callable[..., Any]) -> 
     assert hook.iceprod_conn_id == "iceprod_other"
     assert hook.poll_interval == 0.25
     assert (hook.retry_settings.retry_limit, hook.retry_settings.retry_delay) == (2, 0.5)
-    assert hook.retry_settings.timeout == 7.0
+    assert (hook.retry_settings.max_delay, hook.retry_settings.timeout) == (9.0, 7.0)
     default = build().hook
     assert (default.iceprod_conn_id, default.retry_settings.retry_limit) == ("iceprod_default", 5)
 
