@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from functools import cached_property
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from airflow_provider_iceprod.hooks.iceprod import IceProdHook
 
 CLASSPATH = "airflow_provider_iceprod.triggers.dataset.IceProdDatasetTrigger"
+HOOK_MODULE = "airflow_provider_iceprod.hooks.iceprod"
 #: Bound on the suspend request made by ``on_kill`` (Airflow allows 30 s by default).
 ON_KILL_TIMEOUT = 25.0
 #: How often ``on_kill`` checks its suspend request (IceProd's actions finish in seconds).
@@ -236,4 +238,5 @@ class IceProdDatasetTrigger(BaseTrigger):
 
 async def _import_hook() -> None:
     """Load the hook module in a thread: importing httpx, tenacity and the auth code takes a moment."""
-    await asyncio.to_thread(importlib.import_module, "airflow_provider_iceprod.hooks.iceprod")
+    if HOOK_MODULE not in sys.modules:  # a thousand waits in one triggerer load it once
+        await asyncio.to_thread(importlib.import_module, HOOK_MODULE)
