@@ -3,7 +3,7 @@
 Pure functions (no I/O, no Airflow): the hook, the operators, the sensor and the trigger all call
 these, so a value means the same everywhere. Each raises
 :class:`~airflow_provider_iceprod.exceptions.IceProdConfigError` naming the field, before any request
-is sent. See ``docs/architecture.md`` ("Input checks").
+is sent. See ``docs/architecture.md`` ("The api package").
 """
 
 from __future__ import annotations

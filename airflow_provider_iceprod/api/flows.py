@@ -1,16 +1,8 @@
 """Multi-step IceProd work, written once as generators the hook drives sync or async.
 
-A flow *yields* what it needs and gets the answer back (the protocol is described in
-``docs/architecture.md``, "The api package"):
-
-* a :class:`~airflow_provider_iceprod.api.calls.Call` -> its parsed answer (an IceProd error is
-  thrown into the flow, which may handle it);
-* a tuple of calls -> a list of answers (concurrent in the async driver);
-* :class:`Sleep` -> nothing (``time.sleep`` or ``asyncio.sleep``);
-* :class:`NeedIdentity` -> the caller's :class:`~airflow_provider_iceprod.models.Identity`.
-
-Here: resolving a dataset reference, waiting on an ``/actions/*`` request, the status actions,
-a dataset's progress, and the submit with reconciliation by marker.
+Resolving a dataset reference, waiting on an ``/actions/*`` request, the status actions, a dataset's
+progress, and the submit with reconciliation by marker. The step protocol (what a flow yields and
+gets back) is in ``docs/architecture.md``, "The api package".
 """
 
 from __future__ import annotations

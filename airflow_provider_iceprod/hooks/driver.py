@@ -1,10 +1,6 @@
-"""The hook's two drivers: connection, tokens and transports, and the sync and async flow runners.
+"""The hook's base: connection, tokens and transports, and the two flow drivers ``_run``/``_arun``.
 
-:class:`HookDriver` is the base of :class:`~airflow_provider_iceprod.hooks.iceprod.IceProdHook`.
-``_run(factory)`` and ``_arun(factory)`` resolve the connection themselves (the async one with
-:meth:`HookDriver.aget_settings`, never a blocking lookup), build the flow with
-``factory(FlowContext)`` and drive it. The contract is in ``docs/architecture.md`` ("The hook's
-drivers").
+The driver contract is in ``docs/architecture.md``, "The hook's drivers".
 """
 
 from __future__ import annotations

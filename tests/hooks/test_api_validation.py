@@ -80,7 +80,9 @@ def test_status_action_selectors() -> None:
     with pytest.raises(IceProdConfigError, match="Unknown action"):
         next(flows.status_action("dataset_status", DATASET_ID, "resume", ctx))
     with pytest.raises(IceProdConfigError, match="at most one"):
-        next(flows.status_action("task_status", DATASET_ID, "reset", ctx, initial_status="failed", job_ids=[]))
+        next(
+            flows.status_action("task_status", DATASET_ID, "reset", ctx, initial_status="failed", job_ids=[])
+        )
 
 
 def test_check_submit_builds_the_bodies() -> None:
@@ -143,4 +145,3 @@ def test_check_submit_validates_the_config_client_side() -> None:
     bad = {"version": 3.2, "tasks": [{"name": "a", "trays": []}]}
     with pytest.raises(IceProdDatasetConfigError, match=r"\[\] should be non-empty"):
         checks.check_submit(bad, description="d", jobs_submitted=1)
-
