@@ -14,7 +14,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Required, TypedDict
 
 from airflow_provider_iceprod.exceptions import IceProdConfigError
 from airflow_provider_iceprod.models import JOB_STATUSES, TASK_STATUSES
@@ -295,6 +295,21 @@ def extra_fields(extra: Mapping[str, Any] | None, *, low_level: bool = False) ->
                 raise bad(where, f"{where} must be a user name, got {value!r}.")
             out[key] = value
     return out
+
+
+class SubmitArgs(TypedDict, total=False):
+    """The keyword arguments of :func:`check_submit` (and of ``IceProdHook.submit_dataset``)."""
+
+    description: Required[str]
+    jobs_submitted: Required[int]
+    group: str
+    extra_submit_fields: Mapping[str, Any] | None
+    marker: str | None
+    low_level: bool
+    materialize: bool
+    timeout: float
+    reconcile_grace: float
+    tasks_per_job: int | None
 
 
 @dataclass(frozen=True)
