@@ -185,13 +185,11 @@ class ActionCalls(HookDriver):
         on_progress: OnProgress = None,
     ) -> ActionRequest:
         """``/actions/job_status``: reset, hard_reset or suspend jobs (by initial_status or job_ids)."""
-        kw = {
-            "initial_status": initial_status,
-            "job_ids": listed(job_ids),
-            "wait": wait,
-            "on_progress": on_progress,
-        }
-        return self._run(_status("job_status", ref, action, **kw))
+        return self._run(
+            _status(
+                "job_status", ref, action, initial_status, job_ids, None, wait=wait, on_progress=on_progress
+            )
+        )
 
     async def ajob_status_action(
         self,
@@ -203,13 +201,11 @@ class ActionCalls(HookDriver):
         wait: bool = True,
         on_progress: OnProgress = None,
     ) -> ActionRequest:
-        kw = {
-            "initial_status": initial_status,
-            "job_ids": listed(job_ids),
-            "wait": wait,
-            "on_progress": on_progress,
-        }
-        return await self._arun(_status("job_status", ref, action, **kw))
+        return await self._arun(
+            _status(
+                "job_status", ref, action, initial_status, job_ids, None, wait=wait, on_progress=on_progress
+            )
+        )
 
     def task_status_action(
         self,
@@ -223,8 +219,18 @@ class ActionCalls(HookDriver):
         on_progress: OnProgress = None,
     ) -> ActionRequest:
         """``/actions/task_status``: reset, hard_reset or suspend tasks (by one selector at most)."""
-        kw = {"initial_status": initial_status, "job_ids": listed(job_ids), "task_ids": listed(task_ids)}
-        return self._run(_status("task_status", ref, action, wait=wait, on_progress=on_progress, **kw))
+        return self._run(
+            _status(
+                "task_status",
+                ref,
+                action,
+                initial_status,
+                job_ids,
+                task_ids,
+                wait=wait,
+                on_progress=on_progress,
+            )
+        )
 
     async def atask_status_action(
         self,
@@ -237,13 +243,45 @@ class ActionCalls(HookDriver):
         wait: bool = True,
         on_progress: OnProgress = None,
     ) -> ActionRequest:
-        kw = {"initial_status": initial_status, "job_ids": listed(job_ids), "task_ids": listed(task_ids)}
-        return await self._arun(_status("task_status", ref, action, wait=wait, on_progress=on_progress, **kw))
+        return await self._arun(
+            _status(
+                "task_status",
+                ref,
+                action,
+                initial_status,
+                job_ids,
+                task_ids,
+                wait=wait,
+                on_progress=on_progress,
+            )
+        )
 
 
-def _status(name: str, ref: Ref, action: str, **kw: Any) -> Factory[ActionRequest]:
-    """A factory of a status action (``/actions/dataset_status|job_status|task_status``)."""
-    return lambda ctx: flows.status_action(name, ref, action, ctx, **kw)
+def _status(
+    name: str,
+    ref: Ref,
+    action: str,
+    initial_status: str | None = None,
+    job_ids: Iterable[str] | None = None,
+    task_ids: Iterable[str] | None = None,
+    *,
+    wait: bool = True,
+    on_progress: OnProgress = None,
+) -> Factory[ActionRequest]:
+    """A factory of a status action (``/actions/dataset_status|job_status|task_status``); the ids
+    are read here, once, before the flow starts."""
+    jobs, tasks = listed(job_ids), listed(task_ids)
+    return lambda ctx: flows.status_action(
+        name,
+        ref,
+        action,
+        ctx,
+        initial_status=initial_status,
+        job_ids=jobs,
+        task_ids=tasks,
+        wait=wait,
+        on_progress=on_progress,
+    )
 
 
 def _submit(
