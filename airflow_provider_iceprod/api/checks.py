@@ -182,14 +182,12 @@ def task_requirements(requirements: Any, field: str = "requirements") -> dict[st
     for key, value in requirements.items():
         where = f"{field}[{key!r}]"
         if key in INT_REQUIREMENTS:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise bad(field, f"{where} must be an integer >= 0, got {value!r}.")
-            out[key] = value
+            out[key] = positive_int(value, where, allow_zero=True)
         elif key in FLOAT_REQUIREMENTS:
             out[key] = finite_number(value, where, minimum=0)
         elif key == "os":
             if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-                raise bad(field, f"{where} must be a list of strings, got {value!r}.")
+                raise bad(where, f"{where} must be a list of strings, got {value!r}.")
             out[key] = list(value)
         else:
             out[key] = str(value)
