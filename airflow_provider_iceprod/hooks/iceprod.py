@@ -365,5 +365,5 @@ def _bulk_jobs(action: str, job_ids: Iterable[str] | None) -> Callable[[str], Ca
 def _bulk(
     build: Callable[[str, str, list[str]], Call], status: str, ids: Iterable[str]
 ) -> Callable[[str], Call]:
-    listed = list(ids)  # an iterator is read once, before the flow starts
-    return lambda d: build(d, status, listed)
+    read = list(ids)  # an iterator is read once, before the flow starts
+    return lambda d: build(d, status, read)
