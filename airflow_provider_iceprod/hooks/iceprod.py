@@ -32,13 +32,14 @@ from airflow_provider_iceprod.models import (
     SubmitResult,
     Task,
 )
+from airflow_provider_iceprod.retry import RetrySettings
 from airflow_provider_iceprod.settings import ConnectionSettings
-from airflow_provider_iceprod.transport import RetrySettings
 
 if TYPE_CHECKING:
     import asyncio
 
-    from airflow_provider_iceprod.transport import BearerSource, Transport
+    from airflow_provider_iceprod.auth.httpx_auth import BearerSource
+    from airflow_provider_iceprod.transport import Transport
 
 __all__ = ["IceProdActionTimeoutError", "IceProdHook"]
 
@@ -66,10 +67,11 @@ class IceProdHook(BaseHook):
         iceprod_conn_id: the Airflow connection (type ``iceprod``).
         retry_limit: re-sends of a request after a transient error (timeouts, connection errors,
             5xx, 429, 503). Other 4xx answers are never retried.
-        retry_delay: base of the exponential backoff (full jitter), in seconds.
-        retry_args: plain values overriding the above, e.g. ``{"stop_after_attempt": 3, "wait_max": 10}``
-            (see :class:`~airflow_provider_iceprod.transport.RetrySettings`).
+        retry_delay: base of the exponential backoff (with jitter), in seconds.
+        max_delay: the backoff never grows past this many seconds.
+        retry_after_cap: a server's ``Retry-After`` is honoured up to this many seconds.
         timeout: seconds to wait for each answer.
+            (All five are :class:`~airflow_provider_iceprod.retry.RetrySettings`.)
         poll_interval: seconds between polls of ``/actions/*`` requests (and marker look-ups).
 
     Every ``ref`` argument is a dataset's 32-hex ``dataset_id`` or its number (``int`` or a string of
@@ -88,7 +90,8 @@ class IceProdHook(BaseHook):
         *,
         retry_limit: int = 5,
         retry_delay: float = 1.0,
-        retry_args: dict[str, Any] | None = None,
+        max_delay: float = 60.0,
+        retry_after_cap: float = 120.0,
         timeout: float = 30.0,
         poll_interval: float = 5.0,
     ) -> None:
@@ -96,7 +99,13 @@ class IceProdHook(BaseHook):
         if not isinstance(iceprod_conn_id, str) or not iceprod_conn_id:
             raise IceProdConfigError(f"iceprod_conn_id must be a connection id, got {iceprod_conn_id!r}.")
         self.iceprod_conn_id = iceprod_conn_id
-        self.retry_settings = RetrySettings.from_hook_args(retry_limit, retry_delay, retry_args, timeout)
+        self.retry_settings = RetrySettings(
+            retry_limit=retry_limit,
+            retry_delay=retry_delay,
+            max_delay=max_delay,
+            retry_after_cap=retry_after_cap,
+            timeout=timeout,
+        )
         if (
             isinstance(poll_interval, bool)
             or not isinstance(poll_interval, int | float)
@@ -162,14 +171,15 @@ class IceProdHook(BaseHook):
 
     @cached_property
     def _transports(self) -> dict[str, Transport]:
+        from airflow_provider_iceprod.auth.httpx_auth import IceProdAuth
         from airflow_provider_iceprod.transport import Transport
 
         settings = self.settings
-        source = self.token_provider
-        transport = Transport(settings.api_url, token_source=source, retry=self.retry_settings)
+        auth = IceProdAuth(self.token_provider)
+        transport = Transport(settings.api_url, auth=auth, retry=self.retry_settings)
         actions = transport
         if settings.actions_url != settings.api_url:
-            actions = Transport(settings.actions_url, token_source=source, retry=self.retry_settings)
+            actions = Transport(settings.actions_url, auth=auth, retry=self.retry_settings)
         return {api.API: transport, api.ACTIONS: actions}
 
     @cached_property

@@ -67,7 +67,7 @@ def build_hook(conn_id: str, retry: Mapping[str, Any] | None, *, poll_interval: 
     """An ``IceProdHook`` from plain retry numbers (``RetrySettings.to_dict()``). No I/O."""
     from airflow_provider_iceprod.hooks.iceprod import IceProdHook
 
-    return IceProdHook(conn_id, retry_args=dict(retry) if retry else None, poll_interval=poll_interval)
+    return IceProdHook(conn_id, **dict(retry or {}), poll_interval=poll_interval)
 
 
 @dataclass
