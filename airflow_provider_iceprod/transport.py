@@ -38,7 +38,7 @@ USER_AGENT = f"airflow-provider-iceprod/{__version__}"
 #: Requests that create something: re-sent only when they provably never reached a handler.
 NON_IDEMPOTENT: frozenset[tuple[str, str]] = frozenset({("POST", "/actions/submit"), ("POST", "/datasets")})
 
-#: IceProd's answer to an expired token (``auth.httpx_auth`` refreshes once on it).
+#: IceProd's answer to a missing, invalid or expired token (``auth.httpx_auth`` refreshes once on it).
 EXPIRED_TOKEN_ERROR = "authentication failed"
 
 PERMISSION_NOTE = "for non-admin tokens IceProd also answers 403 for a dataset that does not exist"

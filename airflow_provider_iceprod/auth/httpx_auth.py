@@ -14,10 +14,9 @@ from typing import Protocol, runtime_checkable
 
 import httpx
 
-log = logging.getLogger(__name__)
+from airflow_provider_iceprod.transport import EXPIRED_TOKEN_ERROR
 
-#: IceProd's answer to a missing, invalid or expired token.
-EXPIRED_TOKEN_ERROR = "authentication failed"
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -57,11 +56,6 @@ def token_expired(response: httpx.Response) -> bool:
     except ValueError:
         return False
     return isinstance(body, dict) and body.get("error") == EXPIRED_TOKEN_ERROR
-
-
-def was_refreshed(response: httpx.Response) -> bool:
-    """Did the auth flow already refresh the token and re-send to get this answer?"""
-    return any(token_expired(earlier) for earlier in response.history)
 
 
 class IceProdAuth(httpx.Auth):
