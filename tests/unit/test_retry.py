@@ -2,18 +2,121 @@
 
 from __future__ import annotations
 
+import email.utils
+import json
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from airflow_provider_iceprod.exceptions import IceProdTransientError
-from airflow_provider_iceprod.retry import RetrySettings
+from airflow_provider_iceprod.exceptions import (
+    IceProdAmbiguousError,
+    IceProdConfigError,
+    IceProdNotFoundError,
+    IceProdTransientError,
+)
+from airflow_provider_iceprod.hooks.iceprod import IceProdHook
+from airflow_provider_iceprod.retry import RetrySettings, is_retryable, parse_retry_after
 
 ROUTE = r"GET /datasets/\{dataset_id\}$"
+
+
+def test_retry_settings_round_trip_through_plain_dict() -> None:
+    settings = RetrySettings(retry_limit=2, retry_delay=0.5, max_delay=7, retry_after_cap=9, timeout=12)
+    data = settings.to_dict()
+    assert data == {
+        "retry_limit": 2,
+        "retry_delay": 0.5,
+        "max_delay": 7.0,
+        "retry_after_cap": 9.0,
+        "timeout": 12.0,
+    }
+    assert json.loads(json.dumps(data)) == data  # serializable for trigger kwargs
+    assert RetrySettings.from_dict(json.loads(json.dumps(data))) == settings
+
+
+def test_hook_exposes_plain_retry_settings_without_io() -> None:
+    hook = IceProdHook("no_such_connection", retry_limit=1, retry_delay=0.1, timeout=3)
+    assert hook.retry_settings.to_dict()["retry_limit"] == 1
+    assert "settings" not in hook.__dict__  # nothing resolved yet
+
+
+def test_attempts_count_the_first_try() -> None:
+    assert RetrySettings(retry_limit=2).attempts == 3
+
+
+def test_hook_takes_the_five_retry_settings() -> None:
+    hook = IceProdHook(retry_limit=2, retry_delay=0.5, max_delay=7, retry_after_cap=9, timeout=12)
+    assert hook.retry_settings == RetrySettings(2, 0.5, 7, 9, 12)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"retry_limit": -1},
+        {"retry_limit": 1.5},
+        {"timeout": 0},
+        {"retry_delay": "1"},
+        {"max_delay": float("inf")},
+        {"retry_after_cap": True},
+    ],
+)
+def test_bad_retry_settings_fail_clearly(settings: dict) -> None:
+    with pytest.raises(IceProdConfigError) as info:
+        RetrySettings(**settings)
+    text = str(info.value).lower()
+    assert "retry" in text and next(iter(settings)) in text
+
+
+def test_unknown_key_lists_known_ones() -> None:
+    with pytest.raises(IceProdConfigError, match="Unknown retry setting"):
+        RetrySettings.from_dict({"retry_limit": 1, "multiplier": 2})
+    with pytest.raises(TypeError):
+        IceProdHook(retry_args={"stop_after_attempt": 3})  # type: ignore[call-arg]
+
+
+def test_retry_after_seconds_and_http_date() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(" 0.5 ") == 0.5
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    now = time.time()
+    in_ten = email.utils.formatdate(now + 10, usegmt=True)
+    assert parse_retry_after(in_ten, now=now) == pytest.approx(10, abs=1)
+    past = email.utils.formatdate(now - 100, usegmt=True)
+    assert parse_retry_after(past, now=now) == 0.0
+
+
+def test_wait_honours_retry_after_up_to_the_cap() -> None:
+    settings = RetrySettings(retry_delay=0.1, max_delay=60, retry_after_cap=5)
+    assert settings.wait_for(IceProdTransientError("x", retry_after=2), 1) == 2
+    assert settings.wait_for(IceProdTransientError("x", retry_after=500), 1) == 5
+
+
+def test_backoff_is_jittered_exponential_between_floor_and_ceiling() -> None:
+    settings = RetrySettings(retry_delay=1.0, max_delay=4.0)
+    for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (10, 4.0)]:
+        waits = [settings.backoff(attempt) for _ in range(200)]
+        assert all(ceiling / 2 <= w <= ceiling for w in waits)
+        assert max(waits) - min(waits) > ceiling / 4  # jitter spreads the clients
+
+
+def test_predicate_retries_fresh_transient_errors_only() -> None:
+    assert is_retryable(IceProdTransientError("503"))
+    assert not is_retryable(IceProdAmbiguousError("lost answer to a submit"))
+    assert not is_retryable(IceProdNotFoundError("404"))
+    spent = IceProdTransientError("token endpoint down")
+    spent.attempts = 6  # type: ignore[attr-defined]  # already retried by a nested transport
+    assert not is_retryable(spent)
+
+
+def test_hook_rejects_bad_poll_interval() -> None:
+    with pytest.raises(IceProdConfigError, match="poll_interval"):
+        IceProdHook(poll_interval=0)
 
 
 def test_retry_module_is_pure() -> None:

@@ -1,4 +1,4 @@
-"""Shared constants and helpers of the hook tests (imported by name: tests/ is not a package)."""
+"""Shared constants and helpers of the hook tests (on sys.path through pytest's `pythonpath`)."""
 
 from __future__ import annotations
 

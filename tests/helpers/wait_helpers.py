@@ -1,4 +1,4 @@
-"""Constants and plain helpers shared by the sensor/trigger tests (fixtures live in conftest.py)."""
+"""Constants and plain helpers shared by the sensor/trigger tests (fixtures live in wait_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-DAGS = Path(__file__).resolve().parent / "dags"
+DAGS = Path(__file__).resolve().parents[1] / "integration" / "dags"
 
 TRAYS = [{"modules": [{"src": "/usr/bin/true"}]}]
 ONE_TASK = {"version": 3.2, "tasks": [{"name": "generate", "trays": TRAYS}]}

@@ -1,4 +1,6 @@
-"""Shared helpers for the sensor/trigger tests: dataset configs, dataset factories, dag.test() wiring."""
+"""Fixtures for waits (sensor, trigger, poller, wait DAGs): dataset factories and dag.test() wiring.
+
+Imported by the ``conftest.py`` of the folders that use them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fixtures for the operator tests (helpers live in ``operator_helpers.py``)."""
+"""Fixtures for operator and example-DAG tests. Imported by the ``conftest.py`` of the folders that use them."""
 
 from __future__ import annotations
 

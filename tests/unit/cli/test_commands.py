@@ -162,7 +162,7 @@ def test_login_writes_the_db_connection_and_a_dag_task_authenticates(
         "run = bag.get_dag('iceprod_token_keepalive').test(run_conf={'conn_id': sys.argv[2], 'max_login_age_days': 1})\n"
         "print('DAG_RUN_STATE=' + str(run.state))\n"
     )
-    dags = str(Path(__file__).resolve().parent.parent / "example_dags")
+    dags = str(Path(__file__).resolve().parents[3] / "example_dags")
     done = subprocess.run(
         [sys.executable, "-c", script, dags, conn_id], env=env, capture_output=True, text=True, timeout=170
     )

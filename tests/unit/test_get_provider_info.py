@@ -14,7 +14,7 @@ import pytest
 
 from airflow_provider_iceprod.get_provider_info import get_provider_info
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

@@ -1,4 +1,4 @@
-"""Test DAGs for the sensor modes, run with ``dag.test()`` by tests/sensors_triggers/test_sensor_dag_test.py.
+"""Test DAGs for the sensor modes, run with ``dag.test()`` by tests/integration/test_wait_modes.py.
 
 Parameters come from the environment when the file is parsed (the test sets them):
 ``ICEPROD_TEST_DATASET`` (id or number), ``ICEPROD_TEST_TIMEOUT`` (s), ``ICEPROD_TEST_POKE`` (s),

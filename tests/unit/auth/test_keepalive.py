@@ -15,7 +15,7 @@ from airflow_provider_iceprod.auth.state import MemoryTokenStateStore
 from airflow_provider_iceprod.exceptions import IceProdAuthError
 from airflow_provider_iceprod.testing import LocalIceProd
 
-DAG_FILE = Path(__file__).resolve().parents[2] / "example_dags" / "iceprod_token_keepalive.py"
+DAG_FILE = Path(__file__).resolve().parents[3] / "example_dags" / "iceprod_token_keepalive.py"
 
 
 def _provider(ip: LocalIceProd, token: str, saved_at: float | None = None) -> TokenProvider:
