@@ -19,8 +19,8 @@ from airflow_provider_iceprod.api import checks, flows
 from airflow_provider_iceprod.api.calls import ACTIONS, API, Call
 from airflow_provider_iceprod.api.flows import Flow, FlowContext, NeedIdentity, Run, Sleep, Step
 from airflow_provider_iceprod.exceptions import IceProdConfigError, IceProdError
+from airflow_provider_iceprod.retry import RetrySettings
 from airflow_provider_iceprod.settings import ConnectionSettings
-from airflow_provider_iceprod.transport import RetrySettings
 
 if TYPE_CHECKING:
     from airflow_provider_iceprod.auth.provider import TokenProvider
@@ -134,14 +134,15 @@ class HookDriver(BaseHook):
 
     @cached_property
     def _transports(self) -> dict[str, Transport]:
+        from airflow_provider_iceprod.auth.httpx_auth import IceProdAuth
         from airflow_provider_iceprod.transport import Transport
 
         settings = self.settings
-        source = self.token_provider
-        transport = Transport(settings.api_url, token_source=source, retry=self.retry_settings)
+        auth = IceProdAuth(self.token_provider)
+        transport = Transport(settings.api_url, auth=auth, retry=self.retry_settings)
         actions = transport
         if settings.actions_url != settings.api_url:
-            actions = Transport(settings.actions_url, token_source=source, retry=self.retry_settings)
+            actions = Transport(settings.actions_url, auth=auth, retry=self.retry_settings)
         return {API: transport, ACTIONS: actions}
 
     @cached_property

@@ -153,7 +153,7 @@ async def test_waiting_for_a_threads_refresh_does_not_block_the_loop(idp: LocalI
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert waited > 0.5  # it really waited for the thread's refresh...
     assert len(stamps) >= 5 and max(gaps) < waited / 2  # ...while the loop kept running
-    assert value == p.get_token()
+    assert value == await asyncio.to_thread(p.get_token)
     assert idp.counters.grants["refresh_token"] == 1
 
 
