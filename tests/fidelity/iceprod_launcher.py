@@ -116,6 +116,9 @@ class _Collection:
             return self._c.find_one({"_id": old["_id"]}, projection)
         return _project(old, projection)
 
+    def with_options(self, *args: Any, **kwargs: Any) -> _Collection:
+        return self  # write and read concerns mean nothing to one in-memory store
+
     async def create_index(self, keys: Any = None, **kwargs: Any) -> Any:
         return self._c.create_index(keys if keys is not None else kwargs.pop("keys"), **kwargs)
 
@@ -388,7 +391,7 @@ class Launcher:
     async def idle(self) -> None:
         """Wait until the services queue has nothing queued or processing."""
         queue = self.services.message_queue
-        for _ in range(1000):
+        for _ in range(250):  # at most 5 s: a run retrying with backoff is left to its own time
             if not await queue.count({"status": {"$in": ["queued", "processing"]}}):
                 return
             await asyncio.sleep(0.02)
