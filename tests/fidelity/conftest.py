@@ -15,9 +15,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sides import BATCH, REPO_ROOT, RealIceProd, Side, StandIn  # noqa: E402
+from sides import BATCH, REPO_ROOT, RealIceProd, Side, StandIn
 
-from airflow_provider_iceprod.testing.server import LocalIceProd  # noqa: E402
+from airflow_provider_iceprod.testing.server import LocalIceProd
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +37,7 @@ def idp() -> Iterator[LocalIceProd]:
     with LocalIceProd(
         auto_approve_as="alice",
         grid_tick=0.02,
-        task_duration=0.02,
+        task_duration=0.15,  # longer than a materialization pass, as on a real grid
         materialize_interval=0.05,
         action_delay=0.01,
         materialize_batch=BATCH,

@@ -232,6 +232,7 @@ def _free_port() -> int:
 class Launcher:
     def __init__(self) -> None:
         self.failures: dict[str, int | None] = {}  # task name -> remaining failures (None: always)
+        self.running: list[tuple[dict[str, Any], dict[str, Any]]] = []
         self.creds = MemoryCredentials()
 
     async def start(self) -> dict[str, str]:
@@ -353,9 +354,14 @@ class Launcher:
             raise ValueError(f"unknown cron {name!r}")
 
     async def grid(self) -> None:
-        """Run every waiting task to its end through the pilot's routes."""
+        """One grid pass through the pilot's routes: tasks started on the previous pass end (complete, or
+        failed per ``fail_task``); every waiting task is queued and starts. So a task runs across one
+        cron pass, as real tasks run across many."""
         import requests
 
+        running, self.running = self.running, []
+        for task, body in running:
+            await self._finish(task, body)
         while True:
             try:
                 task = await self.api.request("POST", "/task_actions/queue", {})
@@ -365,15 +371,26 @@ class Launcher:
                 raise
             body = {"instance_id": task["instance_id"], "site": "localhost"}
             await self.api.request("POST", f"/tasks/{task['task_id']}/task_actions/processing", body)
-            left = self.failures.get(task["name"], 0)
-            if task["name"] in self.failures and (left is None or left > 0):
-                if left is not None:
-                    self.failures[task["name"]] = left - 1
-                body["time_used"] = 1
-                await self.api.request("POST", f"/tasks/{task['task_id']}/task_actions/failed", body)
-            else:
-                body["time_used"] = 1
-                await self.api.request("POST", f"/tasks/{task['task_id']}/task_actions/complete", body)
+            self.running.append((task, body))
+
+    async def _finish(self, task: dict[str, Any], body: dict[str, Any]) -> None:
+        import requests
+
+        left = self.failures.get(task["name"], 0)
+        failed = task["name"] in self.failures and (left is None or left > 0)
+        if failed and left is not None:
+            self.failures[task["name"]] = left - 1
+        route = "failed" if failed else "complete"
+        try:
+            await self.api.request(
+                "POST", f"/tasks/{task['task_id']}/task_actions/{route}", dict(body, time_used=1)
+            )
+        except requests.exceptions.HTTPError as exc:
+            if exc.response.status_code not in (
+                400,
+                404,
+            ):  # reset or suspended meanwhile: the pilot is told no
+                raise
 
     async def tick(self) -> None:
         """One pass of the crons in the order a cron schedule would run them."""

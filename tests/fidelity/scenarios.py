@@ -19,8 +19,14 @@ def task(name: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "trays": [{"modules": [{"src": f"{name}.py"}]}], **extra}
 
 
-def submit(side: Side, cfg: dict[str, Any], jobs: int = 1, *, who: str = "alice", **extra: Any) -> dict[str, Any]:
-    body = {"config": json.dumps(cfg), "description": extra.pop("description", "fidelity"), "jobs_submitted": jobs}
+def submit(
+    side: Side, cfg: dict[str, Any], jobs: int = 1, *, who: str = "alice", **extra: Any
+) -> dict[str, Any]:
+    body = {
+        "config": json.dumps(cfg),
+        "description": extra.pop("description", "fidelity"),
+        "jobs_submitted": jobs,
+    }
     body.update(extra)
     return side.action_done("submit", body, who=who)
 

@@ -91,7 +91,9 @@ class Side:
             data = resp.text
         return resp.status_code, data
 
-    def api(self, method: str, path: str, body: Any = None, *, who: str = "alice", params: Any = None) -> tuple[int, Any]:
+    def api(
+        self, method: str, path: str, body: Any = None, *, who: str = "alice", params: Any = None
+    ) -> tuple[int, Any]:
         return self._call(self.rest_url, method, path, body, who, params)
 
     def action(self, name: str, body: Any, *, who: str = "alice") -> tuple[int, Any]:
@@ -121,7 +123,9 @@ class Side:
         _, found = self.api(
             "GET",
             "/datasets",
-            params={"keys": "dataset|description|status|jobs_submitted|truncated|username|group|tasks_per_job"},
+            params={
+                "keys": "dataset|description|status|jobs_submitted|truncated|username|group|tasks_per_job"
+            },
             who="system",
         )
         out = []
