@@ -81,6 +81,52 @@ def _project(doc: dict[str, Any], projection: Any) -> dict[str, Any]:
     return out
 
 
+def _match_group(coll: Any, pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``$match`` then ``$group`` with the accumulators mongomock lacks (``$stdDevSamp``)."""
+    import statistics
+
+    if len(pipeline) != 2 or "$match" not in pipeline[0] or "$group" not in pipeline[1]:
+        raise NotImplementedError(f"pipeline {pipeline!r}")
+    match, group = pipeline[0]["$match"], pipeline[1]["$group"]
+    rows: dict[Any, list[dict[str, Any]]] = {}
+    for doc in coll.find(match):
+        key = _field(doc, group["_id"])
+        rows.setdefault(key, []).append(doc)
+    out = []
+    for key, docs in rows.items():
+        result: dict[str, Any] = {"_id": key}
+        for name, spec in group.items():
+            if name == "_id":
+                continue
+            ((op, arg),) = spec.items()
+            values = [v for v in (_field(d, arg) for d in docs) if isinstance(v, (int, float))]
+            if op == "$sum":
+                result[name] = len(docs) if arg == 1 else sum(values)
+            elif op == "$avg":
+                result[name] = statistics.fmean(values) if values else None
+            elif op == "$stdDevSamp":
+                result[name] = statistics.stdev(values) if len(values) > 1 else None
+            elif op == "$min":
+                result[name] = min(values, default=None)
+            elif op == "$max":
+                result[name] = max(values, default=None)
+            elif op == "$first":
+                result[name] = _field(docs[0], arg)
+            else:
+                raise NotImplementedError(op)
+        out.append(result)
+    return out
+
+
+def _field(doc: dict[str, Any], ref: Any) -> Any:
+    if not (isinstance(ref, str) and ref.startswith("$")):
+        return ref
+    value: Any = doc
+    for part in ref[1:].split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 class _Collection:
     def __init__(self, coll: Any) -> None:
         self._c = coll
@@ -90,7 +136,10 @@ class _Collection:
 
     async def aggregate(self, pipeline: Any, **kwargs: Any) -> _Cursor:
         kwargs.pop("allowDiskUse", None)
-        return _Cursor(self._c.aggregate(pipeline, **_nosession(kwargs)))
+        try:
+            return _Cursor(self._c.aggregate(pipeline, **_nosession(kwargs)))
+        except NotImplementedError:
+            return _Cursor(_match_group(self._c, pipeline))
 
     async def find_one_and_update(
         self,

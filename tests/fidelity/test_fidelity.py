@@ -78,6 +78,88 @@ def test_dataset_puts(sides: tuple[Side, Side]) -> None:
     compare(sides, scenario)
 
 
+def test_job_and_task_routes(sides: tuple[Side, Side]) -> None:
+    def scenario(side: Side, rec: Record) -> None:
+        side.fail_task("b")
+        ds = _dataset_id(submit(side, config(task("a"), task("b", depends=["a"])), 2))
+        rec.state(side, "errors")
+        _, jobs = side.api("GET", f"/datasets/{ds}/jobs", params={"keys": "job_id|job_index"})
+        job_ids = [j["job_id"] for j in sorted(jobs.values(), key=lambda j: j["job_index"])]
+        _, tasks = side.api("GET", f"/datasets/{ds}/tasks", params={"keys": "task_id|name|job_index"})
+        tasks_sorted = sorted(tasks.values(), key=lambda t: (t["job_index"], t["name"]))
+        task_ids = [t["task_id"] for t in tasks_sorted]
+        rec.add("job", side.api("GET", f"/datasets/{ds}/jobs/{job_ids[0]}"))
+        rec.add("task keys", sorted(side.api("GET", f"/datasets/{ds}/tasks/{task_ids[1]}")[1]))
+        rec.add("task_stats", side.api("GET", f"/datasets/{ds}/task_stats")[0])
+        rec.add("task summaries", side.api("GET", f"/datasets/{ds}/task_summaries/status")[1].keys())
+        rec.add(
+            "job bulk_suspend",
+            side.api("POST", f"/datasets/{ds}/job_actions/bulk_suspend", {"jobs": job_ids[:1]}),
+        )
+        rec.add(
+            "task bulk_suspend",
+            side.api("POST", f"/datasets/{ds}/task_actions/bulk_suspend", {"tasks": task_ids[:1]}),
+        )
+        rec.add(
+            "task bulk_status",
+            side.api("POST", f"/datasets/{ds}/task_actions/bulk_status/idle", {"tasks": task_ids[2:3]}),
+        )
+        rec.add(
+            "bad bulk_status",
+            side.api("POST", f"/datasets/{ds}/task_actions/bulk_status/nope", {"tasks": task_ids}),
+        )
+        rec.add(
+            "job bulk_status",
+            side.api("POST", f"/datasets/{ds}/job_actions/bulk_status/suspended", {"jobs": job_ids}),
+        )
+        rec.add(
+            "requirements",
+            side.api("PATCH", f"/datasets/{ds}/task_actions/bulk_requirements/b", {"memory": 4.0}),
+        )
+        rec.add(
+            "bad requirements",
+            side.api("PATCH", f"/datasets/{ds}/task_actions/bulk_requirements/b", {"nope": 1}),
+        )
+        rec.add(
+            "task status put",
+            side.api("PUT", f"/datasets/{ds}/tasks/{task_ids[0]}/status", {"status": "waiting"}),
+        )
+        rec.add(
+            "job status put",
+            side.api("PUT", f"/datasets/{ds}/jobs/{job_ids[0]}/status", {"status": "complete"}),
+        )
+        rec.state(side, "after routes")
+        side.fail_task("b", times=0)
+        rec.add(
+            "job_status",
+            side.action_done("job_status", {"dataset_id": ds, "action": "reset", "job_ids": job_ids}),
+        )
+        body = {"dataset_id": ds, "action": "hard_reset", "task_ids": task_ids[1:2]}
+        rec.add("task_status", side.action_done("task_status", body))
+        rec.add("bad action", side.action_done("job_status", {"dataset_id": ds, "action": "resume"}))
+        rec.state(side, "after actions")
+        rec.add("job bulk_hard_reset", side.api("POST", f"/datasets/{ds}/job_actions/bulk_hard_reset", {}))
+        rec.add("task bulk_reset", side.api("POST", f"/datasets/{ds}/task_actions/bulk_reset", {}))
+        rec.add("materialization", side.action_done("materialization", {"dataset_id": ds}))
+        rec.state(side, "after bulk")
+
+    compare(sides, scenario)
+
+
+def test_add_jobs_on_processing_dataset(sides: tuple[Side, Side]) -> None:
+    def scenario(side: Side, rec: Record) -> None:
+        ds = _dataset_id(
+            submit(side, config(task("a")), 2, extra_submit_fields=json.dumps({"always_active": True}))
+        )
+        rec.state(side, "before")
+        rec.add("put", side.api("PUT", f"/datasets/{ds}/jobs_submitted", {"jobs_submitted": 3}))
+        rec.add("smaller", side.api("PUT", f"/datasets/{ds}/jobs_submitted", {"jobs_submitted": 1}))
+        rec.state(side, "after")
+
+    real = dict(compare(sides, scenario))
+    assert real["after"][0]["jobs"] == {"complete": 3}
+
+
 # ---------------------------------------------------------------- 1. hard_reset of a complete dataset
 
 
@@ -206,6 +288,19 @@ def test_5_system_token_owner_and_limits(sides: tuple[Side, Side]) -> None:
         ("unknown depends", config(task("a", depends=["zzz"])), 1),
         ("no tasks", config(), 1),
         ("bad version", config(task("a"), version=2.0), 1),
+        ("empty trays", config({"name": "a", "trays": []}), 1),
+        ("permanent data without remote", config(task("a", data=[{"type": "permanent"}])), 1),
+        (
+            "temp data with remote",
+            config(task("a", data=[{"type": "job_temp", "remote": "gsiftp://x/y"}])),
+            1,
+        ),
+        ("task_files without scopes", config(task("a", task_files=True)), 1),
+        ("unknown task key", config(task("a", bogus=1)), 1),
+        ("unknown module key", config({"name": "a", "trays": [{"modules": [{"src": "a", "x": 1}]}]}), 1),
+        ("depends on itself", config(task("a", depends=["a"])), 1),
+        ("depends by index", config(task("a"), task("b", depends=[0])), 1),
+        ("negative jobs", config(task("a")), -1),
     ],
 )
 def test_6_config_checks(sides: tuple[Side, Side], name: str, cfg: dict[str, Any], jobs: int) -> None:
@@ -291,6 +386,34 @@ def test_8_put_config_stores_raw(sides: tuple[Side, Side]) -> None:
         rec.add("get", side.api("GET", f"/config/{ds}"))
         body = {"dataset_id": ds, "config": json.dumps(config(task("a")))}
         rec.add("edit", side.action_done("edit_config", body))
+
+    compare(sides, scenario)
+
+
+def test_8_put_config_validation(sides: tuple[Side, Side]) -> None:
+    def scenario(side: Side, rec: Record) -> None:
+        ds = _dataset_id(submit(side, config(task("a")), 1))
+        rec.state(side)
+        rec.add("no trays", side.api("PUT", f"/config/{ds}", {"version": 3.2, "tasks": [{"name": "a"}]}))
+        rec.add("no version", side.api("PUT", f"/config/{ds}", config(task("a"), version=None)))
+        rec.add(
+            "v3.1 data on tray",
+            side.api(
+                "PUT",
+                f"/config/{ds}",
+                config({"name": "a", "trays": [{"data": [], "modules": [{"src": "a"}]}]}, version=None),
+            ),
+        )
+        rec.add(
+            "v3.2 data on tray",
+            side.api(
+                "PUT",
+                f"/config/{ds}",
+                config({"name": "a", "trays": [{"data": [], "modules": [{"src": "a"}]}]}),
+            ),
+        )
+        rec.add("mismatch", side.api("PUT", f"/config/{ds}", dict(config(task("a")), dataset_id="0" * 32)))
+        rec.add("get", side.api("GET", f"/config/{ds}"))
 
     compare(sides, scenario)
 
