@@ -243,6 +243,13 @@ def _extra_fields(extra: Mapping[str, Any] | None, *, low_level: bool) -> dict[s
                 raise _bad(
                     "extra_submit_fields", "extra_submit_fields.auth_groups_read must be a list of groups."
                 )
+            unknown = [g for g in value if g not in GROUPS]
+            if unknown:  # IceProd would insert the dataset, fail, and retry: orphans (iceprod-quirks.md, 7)
+                raise _bad(
+                    "extra_submit_fields",
+                    f"extra_submit_fields.auth_groups_read: unknown group(s) {unknown}; IceProd's groups "
+                    f"are {', '.join(GROUPS)}.",
+                )
             out[key] = list(value)
         else:
             if not isinstance(value, str) or not value:
