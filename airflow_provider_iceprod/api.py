@@ -658,11 +658,16 @@ def materialize(
 
 
 def check_edit_config(config: Any, description: str | None = None) -> dict[str, Any]:
-    """Validate an ``edit_config`` request (config checked client-side); returns the body sans id."""
+    """Validate an ``edit_config`` request (config checked client-side); returns the body sans id.
+
+    A config without ``version`` is sent as 3.2: IceProd would fill it with its 3.1 schema, which has no
+    ``depends`` default, and the edit would then fail with ``'depends'`` (docs/iceprod-quirks.md, 6).
+    """
     from airflow_provider_iceprod.dataset_config import validate_config
 
-    validate_config(config, strict=True)
-    body: dict[str, Any] = {"config": json.dumps(config)}
+    if isinstance(config, Mapping) and "version" not in config:
+        config = {**config, "version": 3.2}
+    body: dict[str, Any] = {"config": json.dumps(validate_config(config, strict=True))}
     if description is not None:
         if not isinstance(description, str):
             raise _bad("description", "description must be a string.")
@@ -818,7 +823,9 @@ def check_submit(
     """Validate everything about a submit (config included) before anything is sent."""
     from airflow_provider_iceprod.dataset_config import validate_config
 
-    validate_config(config, strict=True, force_version=True)
+    # filled like IceProd fills it: PUT /config (the low-level path) stores the body as sent, and a
+    # config without its defaults breaks every later edit_config (docs/iceprod-quirks.md, 8)
+    filled = validate_config(config, strict=True, force_version=True)
     if not isinstance(description, str):
         raise _bad("description", f"description must be a string, got {type(description).__name__}.")
     jobs = _positive_int(jobs_submitted, "jobs_submitted")
@@ -827,10 +834,8 @@ def check_submit(
     extra = _extra_fields(extra_submit_fields, low_level=low_level)
     tag = marker_tag(marker if marker is not None else new_marker())
     full_description = f"{description} {tag}" if description.strip() else tag
-    raw = json.loads(json.dumps(config))  # a plain JSON copy; IceProd stores what it receives
-    raw["version"] = 3.2
     return SubmitRequest(
-        config=raw,
+        config=filled,
         description=full_description,
         jobs_submitted=jobs,
         group=str(group),

@@ -154,13 +154,15 @@ class WaitState:
     idle_since: float | None = None  # when a processing dataset was first seen missing jobs, idle
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "stall_count": self.stall_count,
             "samples": [[float(t), float(c)] for t, c in self.samples],
             "polls": self.polls,
             "error_count": self.error_count,
-            "idle_since": self.idle_since,
         }
+        if self.idle_since is not None:
+            out["idle_since"] = float(self.idle_since)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> WaitState:

@@ -162,7 +162,13 @@ def test_check_submit_validates_the_config_client_side() -> None:
 
 def test_edit_config_checks_the_config_first() -> None:
     body = api.check_edit_config(CONFIG, "new text")
-    assert json.loads(body["config"]) == CONFIG and body["description"] == "new text"
+    sent = json.loads(body["config"])
+    assert sent["tasks"][0]["depends"] == []  # sent filled, as IceProd fills it
+    assert sent["tasks"][0]["trays"][0]["modules"][0]["src"] == "/bin/true"
+    assert sent["tasks"][0]["name"] == "a" and body["description"] == "new text"
+    # without a version it is sent as 3.2, filled (IceProd would use 3.1 and fail on 'depends')
+    unversioned = {k: v for k, v in CONFIG.items() if k != "version"}
+    assert json.loads(api.check_edit_config(unversioned)["config"])["version"] == 3.2
     with pytest.raises(IceProdDatasetConfigError):
         api.check_edit_config({"version": 3.2, "tasks": [{"name": "a", "trays": []}]})
     with pytest.raises(IceProdConfigError, match="description"):
