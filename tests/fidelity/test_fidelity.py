@@ -378,6 +378,8 @@ def test_7_unknown_auth_group_leaves_orphans(sides: tuple[Side, Side]) -> None:
 
 
 def test_8_put_config_stores_raw(sides: tuple[Side, Side]) -> None:
+    from airflow_provider_iceprod.dataset_config import validate_config
+
     def scenario(side: Side, rec: Record) -> None:
         ds = _dataset_id(submit(side, config(task("a")), 1))
         rec.state(side)
@@ -386,8 +388,14 @@ def test_8_put_config_stores_raw(sides: tuple[Side, Side]) -> None:
         rec.add("get", side.api("GET", f"/config/{ds}"))
         body = {"dataset_id": ds, "config": json.dumps(config(task("a")))}
         rec.add("edit", side.action_done("edit_config", body))
+        # what the provider now sends: the config filled by its own validator
+        filled = validate_config(raw, force_version=True)
+        rec.add("put filled", side.api("PUT", f"/config/{ds}", filled))
+        rec.add("edit after filled", side.action_done("edit_config", body))
 
-    compare(sides, scenario)
+    real = dict(compare(sides, scenario))
+    assert real["edit"]["error_message"] == "'depends'"
+    assert real["edit after filled"]["status"] == "complete"
 
 
 def test_8_put_config_validation(sides: tuple[Side, Side]) -> None:
@@ -432,3 +440,42 @@ def test_9_task_without_logs(sides: tuple[Side, Side]) -> None:
         rec.add("logs system", side.api("GET", f"/datasets/{ds}/tasks/{task_id}/logs", who="system"))
 
     compare(sides, scenario)
+
+
+# ---------------------------------------------------------------- the provider's validator against IceProd's
+
+VALIDATOR_CASES = [
+    config(task("a"), task("b", depends=["a"], requirements={"memory": 2})),
+    config(task("a", data=[{"remote": "gsiftp://host/x", "movement": "output"}])),
+    config({"name": "a", "trays": []}),
+    config(task("a", data=[{"type": "permanent"}])),
+    config(task("a", data=[{"type": "job_temp", "remote": "gsiftp://x/y"}])),
+    config(task("a", task_files=True)),
+    config(task("a", bogus=1)),
+    config({"name": "a", "trays": [{"modules": [{"src": "a", "x": 1}]}]}),
+    config(task("a", requirements={"cpu": "two"})),
+    config(),
+]
+
+
+def test_provider_validator_agrees_with_iceprod(sides: tuple[Side, Side]) -> None:
+    """``dataset_config.validate_config`` (the provider's) fills and rejects like IceProd's submit."""
+    from airflow_provider_iceprod.dataset_config import validate_config
+    from airflow_provider_iceprod.exceptions import IceProdDatasetConfigError
+
+    _, real = sides
+    for cfg in VALIDATOR_CASES:
+        status, answer = real.action(
+            "submit", {"config": json.dumps(cfg), "description": "v", "jobs_submitted": 1}
+        )
+        try:
+            mine: Any = validate_config(cfg, force_version=True)
+        except IceProdDatasetConfigError as exc:
+            mine = str(exc)
+        if status == 201:
+            _, record = real._call(
+                real.actions_url, "GET", f"/actions/submit/{answer['result']}", None, "alice", None
+            )
+            assert mine == json.loads(record["payload"]["config"]), cfg
+        else:
+            assert (status, mine) == (400, answer["error"]), cfg
