@@ -429,6 +429,18 @@ def test_8_put_config_validation(sides: tuple[Side, Side]) -> None:
 # ---------------------------------------------------------------- 9. logs
 
 
+def test_9_dataset_without_config_is_suspended(sides: tuple[Side, Side]) -> None:
+    """dataset_completion suspends a processing dataset without config (the low-level path's window)."""
+
+    def scenario(side: Side, rec: Record) -> None:
+        body = {"description": "no config", "jobs_submitted": 1, "tasks_submitted": 1, "tasks_per_job": 1}
+        rec.add("post", side.api("POST", "/datasets", dict(body, group="users")))
+        rec.state(side, "after crons")
+
+    real = dict(compare(sides, scenario))
+    assert real["after crons"][0]["status"] == "suspended"
+
+
 def test_9_task_without_logs(sides: tuple[Side, Side]) -> None:
     def scenario(side: Side, rec: Record) -> None:
         side.fail_task("a")  # so "b" never runs and has no logs
