@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -181,3 +182,41 @@ def test_8_raw_config_breaks_edit_config(iceprod_server: LocalIceProd, alice: Ap
     body = {"dataset_id": dataset_id, "config": json.dumps(ONE_TASK)}
     record = _final(alice, "edit_config", alice.ok("POST", "/actions/edit_config", body)["result"])
     assert record["error_message"] == "'depends'"
+
+
+# ------------------------------------------------------------------ 2. retry_failed and 3. add_jobs
+
+
+TWO = {
+    "version": 3.2,
+    "tasks": [
+        {"name": "a", "trays": [{"modules": [{"src": "a.py"}]}]},
+        {"name": "b", "depends": ["a"], "trays": [{"modules": [{"src": "b.py"}]}]},
+    ],
+}
+
+
+def test_2_task_reset_misses_failures_cleanup_suspended(iceprod_server: LocalIceProd, alice: Api) -> None:
+    iceprod_server.grid.fail_task("b", times=1)
+    # always_active keeps the dataset processing, so dataset_cleanup suspends the failed task
+    dataset_id = alice.submit(TWO, jobs=1, extra_submit_fields=json.dumps({"always_active": True}))
+    names = f"/datasets/{dataset_id}/task_counts/name_status"
+    wait_for(lambda: alice.ok("GET", names).get("b") == {"suspended": 1})
+    body = {"dataset_id": dataset_id, "action": "reset", "initial_status": "failed"}
+    assert (
+        _final(alice, "task_status", alice.ok("POST", "/actions/task_status", body)["result"])["status"]
+        == "complete"
+    )
+    assert _jobs(alice, dataset_id) == {"errors": 1}
+    body = {"dataset_id": dataset_id, "action": "reset"}
+    assert _final(alice, "dataset_status", alice.ok("POST", "/actions/dataset_status", body)["result"])
+    wait_for(lambda: _jobs(alice, dataset_id) == {"complete": 1})
+
+
+def test_3_add_jobs_on_complete_dataset_creates_nothing(iceprod_server: LocalIceProd, alice: Api) -> None:
+    dataset_id = alice.submit(ONE_TASK, jobs=1)
+    _settled(alice, dataset_id)
+    alice.ok("PUT", f"/datasets/{dataset_id}/jobs_submitted", {"jobs_submitted": 3})
+    time.sleep(10 * iceprod_server.grid_tick + 3 * (iceprod_server.materialize_interval or 0))
+    assert _jobs(alice, dataset_id) == {"complete": 1}
+    assert alice.ok("GET", f"/datasets/{dataset_id}")["status"] == "complete"
