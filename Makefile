@@ -5,7 +5,7 @@ VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 
-.PHONY: install demo test lint typecheck unit docs bench clean
+.PHONY: install demo test lint typecheck unit docs bench clean fidelity-venv fidelity
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,15 @@ unit: install
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(CURDIR)/site
 
+# The fidelity tier (tests/fidelity): the same scenarios against the stand-in and against IceProd 3.2.43's
+# own server code, run from a Python 3.12 venv in .fidelity-venv/ (built here, idempotently). `make unit`
+# runs it too (the tier builds the venv itself, or skips when no Python >= 3.12 exists).
+fidelity-venv:
+	scripts/fidelity_venv.sh
+
+fidelity: install fidelity-venv
+	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest tests/fidelity -p no:cacheprovider $(PYTEST_ARGS)
+
 test: lint typecheck unit docs
 
 # Benchmarks write their results into docs/performance.md. The dbt Cloud provider is installed only
@@ -48,4 +57,4 @@ bench: install
 	done
 
 clean:
-	rm -rf $(VENV) $(CURDIR)/.airflow site .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) $(CURDIR)/.fidelity-venv $(CURDIR)/.airflow site .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -8,7 +8,9 @@ is sent, and with IceProd's wording::
     Validation error in config['tasks'][0]['trays']: [] should be non-empty
 
 ``strict=True`` adds checks IceProd itself does not make at submit time but that break the dataset
-later (unique task names, ``depends`` naming earlier tasks, the task count).
+later (``depends`` naming earlier tasks or raw task ids, no ``"<dataset_id>:<task>"`` depends, the task
+count). Duplicate task names are allowed, as in IceProd (a name in ``depends`` means the last task of
+that name). What IceProd does is in docs/iceprod-quirks.md.
 
 Macros such as ``$(dataset)`` or ``$eval(...)`` are never expanded here: IceProd expands them itself.
 jsonschema is imported lazily, so importing this module stays cheap.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +35,7 @@ __all__ = ["SUPPORTED_VERSION", "fill_defaults", "load_schema", "task_names", "v
 SUPPORTED_VERSION = 3.2
 _SCHEMA_FILE = "dataset_v3.2.schema.json"
 _ROOT = "config"
+_RAW_TASK_ID = re.compile(r"[0-9a-f]{32}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -44,11 +48,11 @@ def fill_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
 
     Like IceProd, a default is added only where its parent object exists: the top level gets
     ``version`` 3.2, ``description`` "Test Dataset", ``options`` and ``steering``; every task gets
-    ``data``, ``parameters``, ``batchsys``, ``container``, ``token_scopes`` and ``task_files``; every
-    tray ``name``, ``iterations`` (1) and ``parameters``; every module ``name``, ``src``, ``args``,
-    ``env_shell``, ``env_clear`` (true), ``configs``, ``parameters`` and ``running_class``; a task's
-    ``requirements`` object, when present, gets ``cpu`` 1, ``memory``/``disk``/``time`` 1.0 and
-    ``os`` []. The copy is made through JSON, so it holds exactly what IceProd would receive.
+    ``depends`` ([]), ``requirements``, ``data``, ``parameters``, ``batchsys``, ``container``,
+    ``token_scopes`` and ``task_files``; every tray ``name``, ``iterations`` (1) and ``parameters``;
+    every module ``name``, ``src``, ``args``, ``env_shell``, ``env_clear`` (true), ``configs``,
+    ``parameters`` and ``running_class``; ``requirements`` gets ``cpu`` 1, ``memory``/``disk``/``time``
+    1.0 and ``os`` [] (measured against IceProd 3.2.43 by tests/fidelity). The copy is made through JSON, so it holds exactly what IceProd would receive.
     The input is not changed and macros are not expanded.
 
     Raises:
@@ -245,17 +249,8 @@ def _schema_error_message(error: ValidationError) -> str:
 def _strict_problems(config: dict[str, Any], tasks_per_job: int | None) -> Iterator[tuple[str, str]]:
     """Yield ``(field, message)`` for what IceProd accepts at submit but fails on later."""
     tasks: list[dict[str, Any]] = config["tasks"]
-    # IceProd keys tasks by name, or by index for an empty name.
-    index_of: dict[str, int] = {}
-    for index, task in enumerate(tasks):
-        key = task["name"] or str(index)
-        if key in index_of:
-            yield (
-                f"{_ROOT}['tasks'][{index}]['name']",
-                f"duplicate task name {task['name']!r} (also used by {_ROOT}['tasks'][{index_of[key]}])",
-            )
-        else:
-            index_of[key] = index
+    # IceProd keys tasks by name, or by index for an empty name; a repeated name means its last task.
+    index_of = {(task["name"] or str(index)): index for index, task in enumerate(tasks)}
 
     for index, task in enumerate(tasks):
         for position, dep in enumerate(task.get("depends", [])):
@@ -275,8 +270,14 @@ def _depends_problem(dep: str, own_index: int, index_of: dict[str, int]) -> str 
     # The schema already made ``dep`` a string: v3.2 has no integer task indexes in ``depends``.
     if dep in index_of:
         target = index_of[dep]
-    elif ":" in dep.strip(":"):
-        return None  # "<dataset_id>:<task>": a task of another dataset, checked by IceProd
+    elif _RAW_TASK_ID.fullmatch(dep):
+        return None  # a task id (of any dataset): IceProd looks it up when it creates the job
+    elif all(dep.partition(":")[::2]):
+        return (
+            f"{dep!r}: IceProd 3.2.43 cannot resolve '<dataset_id>:<task>' depends (its materialization "
+            "fails on them, so the dataset never completes, or completes without this task); depend on "
+            "the other dataset's task id instead"
+        )
     else:
         known = ", ".join(repr(name) for name in index_of) or "none"
         return f"{dep!r} is not the name of a task in this config (tasks: {known})"

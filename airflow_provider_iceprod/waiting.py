@@ -9,14 +9,20 @@ How the outcome is decided (see ``docs/waiting.md``):
 
 * **success**: the status is one of ``target_states`` (default ``complete``). For ``complete``
   there is a faster, cron-independent check too: ``job_counts`` is exactly ``{"complete": N}`` with
-  ``N >= jobs_submitted`` (any ``N > 0`` for a truncated dataset, which completes when its
-  existing jobs finish).
+  ``N >= jobs_submitted`` (also for a truncated dataset: IceProd 3.2.43 keeps creating its jobs, and
+  says ``complete`` itself when the existing ones are done). A ``complete`` status with fresh counts
+  is checked too (docs/iceprod-quirks.md): tasks still to run (a ``hard_reset`` of a complete dataset
+  re-runs them) keep the wait running; fewer jobs than ``jobs_submitted`` on a dataset that is not
+  truncated (``add_jobs`` on a complete dataset) can never be made, so the wait fails.
 * **errors**: status ``errors`` fails at once.
 * **suspended**: ``on_suspended`` decides: ``fail``, ``wait`` (keep waiting) or ``timeout`` (end
   the wait as a timeout, like the deadline passing; with ``soft_fail`` the task is skipped).
 * **stalled**: IceProd never reports this itself. A failed task leaves its dependants ``idle``
   forever, so the job and the dataset stay ``processing``. When the task counts show failed tasks
   and nothing waiting, queued or processing for ``stall_polls`` consecutive polls, the wait fails.
+  So does a processing dataset that has fewer jobs than ``jobs_submitted`` (not truncated) and no
+  task idle, waiting, queued, processing or failed for ``MATERIALIZATION_STALL_SECONDS``: its
+  materialization failed (for example on a bad ``depends``) and IceProd reports nothing.
 * Anything else (``processing``, an empty or unknown status) is still running.
 
 No Airflow database access happens here; nothing here sees a token.
@@ -44,6 +50,8 @@ ON_SUSPENDED_CHOICES = ("fail", "wait", "timeout")
 EVENT_STATUSES = ("success", "failed", "timeout", "error")
 #: How many rate samples a :class:`WaitState` keeps for the ETA (a sliding window).
 MAX_RATE_SAMPLES = 12
+#: How long a processing dataset may miss jobs with nothing to run before the wait calls it stuck.
+MATERIALIZATION_STALL_SECONDS = 3600.0
 
 
 # --------------------------------------------------------------------------------------------- options
@@ -141,14 +149,18 @@ class WaitState:
     samples: list[list[float]] = field(default_factory=list)
     polls: int = 0
     error_count: int = 0
+    idle_since: float | None = None  # when a processing dataset was first seen missing jobs, idle
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "stall_count": self.stall_count,
             "samples": [[float(t), float(c)] for t, c in self.samples],
             "polls": self.polls,
             "error_count": self.error_count,
         }
+        if self.idle_since is not None:
+            out["idle_since"] = float(self.idle_since)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> WaitState:
@@ -160,6 +172,7 @@ class WaitState:
                 samples=samples[-MAX_RATE_SAMPLES:],
                 polls=int(data.get("polls", 0)),
                 error_count=int(data.get("error_count", 0)),
+                idle_since=None if data.get("idle_since") is None else float(data["idle_since"]),
             )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"wait_state is not a valid WaitState dict: {exc}") from None
@@ -213,10 +226,29 @@ def jobs_all_complete(progress: DatasetProgress) -> bool:
     counts = {k: v for k, v in progress.job_counts.items() if v}
     if set(counts) != {"complete"}:
         return False
-    n = counts["complete"]
+    return counts["complete"] >= max(progress.jobs_submitted, 1)
+
+
+def tasks_pending(progress: DatasetProgress) -> int:
+    """Tasks IceProd will still run: idle, waiting, queued or processing."""
+    return progress.tasks_active + progress.task_counts.get("idle", 0)
+
+
+def missing_jobs(progress: DatasetProgress) -> int:
+    """Jobs of ``jobs_submitted`` not created yet (0 for a truncated dataset)."""
     if progress.truncated:
-        return n > 0
-    return n >= max(progress.jobs_submitted, 1)
+        return 0
+    return max(progress.jobs_submitted - sum(progress.job_counts.values()), 0)
+
+
+def materialization_idle(progress: DatasetProgress) -> bool:
+    """A processing dataset missing jobs, with no task to run and none failed."""
+    return (
+        progress.status == "processing"
+        and missing_jobs(progress) > 0
+        and tasks_pending(progress) == 0
+        and progress.tasks_failed == 0
+    )
 
 
 def looks_stalled(progress: DatasetProgress) -> bool:
@@ -248,6 +280,23 @@ def evaluate(
         if progress.task_counts:
             state.record_sample(now, progress.tasks_complete)
 
+    if status == "complete" and "complete" in options.target_states and jobs_fresh and counts_fresh:
+        if progress.task_counts and tasks_pending(progress):
+            return Verdict(
+                False,
+                "running",
+                f"{label} is complete but {tasks_pending(progress)} task(s) still run (after a hard_reset, "
+                "IceProd re-runs the tasks of a complete dataset); waiting for them.",
+            )
+        if progress.job_counts and missing_jobs(progress):
+            return Verdict(
+                True,
+                "unreachable",
+                f"{label} is complete with {sum(progress.job_counts.values())} of "
+                f"{progress.jobs_submitted} jobs: IceProd creates no jobs for a complete dataset, so the "
+                "added jobs will never run. Submit a new dataset for them.",
+                "failed",
+            )
     if status in options.target_states:
         state.stall_count = 0
         return Verdict(True, "success", f"{label} reached status {status!r}.", "success")
@@ -257,8 +306,7 @@ def evaluate(
             True,
             "success",
             f"{label}: all {progress.jobs_complete} jobs are complete"
-            + (" (truncated dataset)" if progress.truncated else "")
-            + f"; IceProd will mark it complete on its next pass (status now {status!r}).",
+            f"; IceProd will mark it complete on its next pass (status now {status!r}).",
             "success",
         )
     if status == "complete":
@@ -285,6 +333,22 @@ def evaluate(
             return Verdict(True, "suspended", why, "timeout")
         return Verdict(True, "suspended", why, "failed")
 
+    if counts_fresh and jobs_fresh:
+        if not materialization_idle(progress):
+            state.idle_since = None
+        elif state.idle_since is None:
+            state.idle_since = now
+        elif now - state.idle_since >= MATERIALIZATION_STALL_SECONDS and state.polls >= options.stall_polls:
+            return Verdict(
+                True,
+                "stalled",
+                f"{label} stalled: {missing_jobs(progress)} of {progress.jobs_submitted} jobs were never "
+                f"created and nothing has been waiting, queued, processing or failed for "
+                f"{now - state.idle_since:.0f} s (tasks {_counts_text(progress.task_counts)}, jobs "
+                f"{_counts_text(progress.job_counts)}). IceProd's materialization failed, for example on a "
+                "bad depends.",
+                "failed",
+            )
     if counts_fresh:
         if looks_stalled(progress):
             state.stall_count += 1

@@ -3,7 +3,7 @@
 The datasets come from the run's ``datasets`` param (numbers or ids; set it when triggering by
 hand) or, for scheduled runs, from the Airflow Variable ``iceprod_nightly_datasets`` (a JSON list,
 e.g. ``[22100, 22101]``). One mapped ``retry_failed`` task per dataset resets its failed tasks
-(nothing is sent when none failed); one mapped sensor per dataset then waits until it is complete,
+(a dataset in ``errors`` is reset as IceProd's website does; nothing is sent when none failed); one mapped sensor per dataset then waits until it is complete,
 failing when it ends in errors or stalls again.
 
 Knobs (environment, read when the file is parsed; the defaults suit production):

@@ -287,6 +287,11 @@ def extra_fields(extra: Mapping[str, Any] | None, *, low_level: bool = False) ->
         elif key == "auth_groups_read":
             if not isinstance(value, list | tuple) or not all(isinstance(g, str) and g for g in value):
                 raise bad(where, f"{where} must be a list of groups, got {value!r}.")
+            unknown = [g for g in value if g not in GROUPS]
+            if unknown:  # IceProd would insert the dataset, fail, and retry: orphans (iceprod-quirks.md, 7)
+                raise bad(
+                    where, f"{where}: unknown group(s) {unknown}; IceProd's groups are {', '.join(GROUPS)}."
+                )
             out[key] = list(value)
         else:
             if not isinstance(value, str) or not value:
@@ -376,7 +381,9 @@ def check_submit(
 
     if tasks_per_job is not None:
         tasks_per_job = positive_int(tasks_per_job, "tasks_per_job")
-    validate_config(config, strict=True, tasks_per_job=tasks_per_job, force_version=True)
+    # filled like IceProd fills it: PUT /config (the low-level path) stores the body as sent, and a
+    # config without its defaults breaks every later edit_config (docs/iceprod-quirks.md, 8)
+    filled = validate_config(config, strict=True, tasks_per_job=tasks_per_job, force_version=True)
     if not config.get("tasks"):  # IceProd's schema allows it, but the dataset could never run
         raise IceProdDatasetConfigError(
             "Validation error in config['tasks']: a dataset needs at least one task", field="config['tasks']"
@@ -386,10 +393,8 @@ def check_submit(
     jobs = positive_int(jobs_submitted, "jobs_submitted")
     extra = extra_fields(extra_submit_fields, low_level=low_level)
     tag = marker_tag(marker if marker is not None else new_marker())
-    raw = json.loads(json.dumps(config))  # a plain JSON copy; IceProd stores what it receives
-    raw["version"] = 3.2
     return SubmitRequest(
-        config=raw,
+        config=filled,
         description=f"{description.strip()} {tag}",
         jobs_submitted=jobs,
         group=group_name(group),

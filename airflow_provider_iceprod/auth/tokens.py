@@ -52,8 +52,18 @@ def decode_claims(token: str) -> dict[str, Any]:
 
 
 def identity_from_claims(claims: dict[str, Any]) -> Identity:
-    """IceProd's view of a token: ``preferred_username`` (else ``sub``) and the ``groups`` claim."""
-    username = str(claims.get("preferred_username") or claims.get("sub") or "")
+    """IceProd's view of a token: ``preferred_username`` (else ``sub``) and the ``groups`` claim.
+
+    A token with the ``iceprod-system`` role (``resource_access.iceprod.roles``) is ``iceprod-system``
+    to IceProd whatever its ``preferred_username``: the owner it records for the datasets it creates.
+    """
+    resource = claims.get("resource_access")
+    iceprod = resource.get("iceprod") if isinstance(resource, dict) else None
+    roles = iceprod.get("roles") if isinstance(iceprod, dict) else None
+    if isinstance(roles, list) and "iceprod-system" in roles:
+        username = "iceprod-system"
+    else:
+        username = str(claims.get("preferred_username") or claims.get("sub") or "")
     groups = claims.get("groups") or []
     if isinstance(groups, str):
         groups = [groups]

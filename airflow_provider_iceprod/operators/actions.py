@@ -4,7 +4,7 @@
 |---|---|---|
 | `suspend` | - | the dataset, its jobs and tasks are suspended (`/actions/dataset_status`) |
 | `resume` | - | a suspended or errors dataset goes back to processing (1) |
-| `retry_failed` | - | failed tasks are reset (`/actions/task_status`); skipped when none failed |
+| `retry_failed` | - | a dataset in `errors` is reset as the website's Reset does (`/actions/dataset_status`); otherwise its failed tasks are reset (`/actions/task_status`); skipped when none failed |
 | `hard_reset` | - | every task runs again, complete ones too |
 | `truncate` | - | no new jobs; the dataset completes when its existing jobs do |
 | `set_priority` | a number, e.g. `0.8` | the dataset priority |
@@ -253,8 +253,14 @@ class IceProdDatasetActionOperator(BaseOperator):
         elif action == "retry_failed":
             if before.tasks_failed == 0 and before.status != "errors":
                 return {"changed": False, "message": "no failed tasks; nothing to retry"}
-            request = hook.retry_failed_tasks(dataset_id)
-            message = f"reset {before.tasks_failed} failed task(s)"
+            if before.status == "errors":
+                # the dataset-level reset (the website's Reset): dataset_cleanup has often turned the
+                # failed tasks of jobs in errors into suspended ones, which a task reset would miss
+                request = hook.resume_dataset(dataset_id)
+                message = "reset the dataset (failed and suspended tasks run again)"
+            else:
+                request = hook.retry_failed_tasks(dataset_id)
+                message = f"reset {before.tasks_failed} failed task(s)"
         elif action == "hard_reset":
             request = hook.hard_reset_dataset(dataset_id)
             message = "hard reset: every task will run again"

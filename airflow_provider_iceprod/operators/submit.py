@@ -326,8 +326,10 @@ class IceProdSubmitDatasetOperator(BaseOperator):
                 dataset_id=result.dataset_id,
             )
         if self.on_existing_failed == "reset":
-            if problem == "suspended":
-                self.log.info("%s: resuming it (on_existing_failed='reset').", what)
+            if problem == "suspended" or progress.status == "errors":
+                # the dataset-level reset (the website's Reset): dataset_cleanup has often turned the
+                # failed tasks of jobs in errors into suspended ones, which a task reset misses
+                self.log.info("%s: resetting it (on_existing_failed='reset').", what)
                 hook.resume_dataset(result.dataset_id)
             else:
                 self.log.info("%s: retrying its failed tasks (on_existing_failed='reset').", what)

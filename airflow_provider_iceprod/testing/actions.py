@@ -28,9 +28,9 @@ from airflow_provider_iceprod.testing.states import (
     prev_statuses,
 )
 from airflow_provider_iceprod.testing.store import Caller, Store
-from airflow_provider_iceprod.testing.validation import check_config_for_submit
+from airflow_provider_iceprod.testing.validation import check_config_for_edit, check_config_for_submit
 
-ACTION_TYPES = ("submit", "materialization", "dataset_status", "job_status", "task_status")
+ACTION_TYPES = ("submit", "materialization", "dataset_status", "job_status", "task_status", "edit_config")
 STATUSES = ("queued", "processing", "error", "complete")
 SYSTEM = Caller(username="iceprod-system", roles=("system",), groups=())
 
@@ -51,6 +51,9 @@ SubmitFields = _fields(
     ("extra_submit_fields", str | None, None),
     ("dataset_id", str, ""),
 )
+EditConfigFields = _fields(("dataset_id", str), ("config", str), ("description", str | None, None))
+# the services' rest-tools client: retries=10, backoff_factor=0.3 (urllib3: 0 s, then 0.3 * 2**n, at most 120)
+SUBMIT_RETRY_DELAYS = (0.0, 0.6, 1.2, 2.4, 4.8, 9.6, 19.2, 38.4, 76.8, 120.0)
 MaterializationFields = _fields(("dataset_id", str), ("set_status", str, "idle"), ("num", int, 1000))
 DatasetStatusFields = _fields(("dataset_id", str), ("action", str), ("progress", int, 0))
 JobStatusFields = _fields(
@@ -74,6 +77,14 @@ class ActionFailed(Exception):
     """The run failed; ``str()`` becomes the record's ``error_message``."""
 
 
+class _RetryLater(Exception):
+    """The run's HTTP client retries: run again after ``delay`` seconds, the record stays processing."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(delay)
+        self.delay = delay
+
+
 @dataclass
 class ActionRecord:
     id: str
@@ -82,6 +93,7 @@ class ActionRecord:
     created: float
     status: str = "queued"
     error_message: str = ""
+    attempts: int = 0
 
     def public(self) -> dict[str, Any]:
         return {
@@ -104,7 +116,11 @@ class ActionQueue:
         clock: Callable[[], float],
         delay: float = 0.05,
         ttl: float = 86400.0,
+        iceprod_bugs: bool = True,
+        submit_retry_scale: float = 1.0,
     ) -> None:
+        self.iceprod_bugs = iceprod_bugs
+        self.submit_retry_scale = submit_retry_scale
         self._store = store
         self._grid = grid
         self._api_url = api_url
@@ -186,17 +202,26 @@ class ActionQueue:
         try:
             with self._store.lock:
                 runner = getattr(self, f"_run_{record.type}")
+                record.attempts += 1
                 try:
-                    runner(record.payload)
+                    runner(record.payload, record) if record.type == "submit" else runner(record.payload)
                 finally:
                     if record.payload.get("dataset_id"):
                         self._store.touch(record.payload["dataset_id"])
+        except _RetryLater as retry:
+            self.schedule_run(request_id, retry.delay)
+            return
         except (ActionFailed, MaterializationError) as exc:
             record.error_message, record.status = str(exc), "error"
         except Exception as exc:  # a bug in a run, reported like IceProd's worker does
             record.error_message, record.status = str(exc), "error"
         else:
             record.status = "complete"
+
+    def schedule_run(self, request_id: str, delay: float) -> None:
+        if self.schedule is None:
+            raise RuntimeError("the action queue is not attached to a running server")
+        self.schedule(delay, lambda: self._run(request_id))
 
     # ---------------------------------------------------------------- create (synchronous validation)
 
@@ -234,6 +259,12 @@ class ActionQueue:
             raise ApiError(400, "not a member of selected group")
         data.config = check_config_for_submit(data.config)
         return self._push("submit", asdict(data))
+
+    def _create_edit_config(self, args: dict[str, Any], caller: Caller) -> str:
+        data = self._build(EditConfigFields, args)
+        self._check_write(caller, data.dataset_id)
+        data.config = check_config_for_edit(data.config)
+        return self._push("edit_config", asdict(data))
 
     def _create_materialization(self, args: dict[str, Any], caller: Caller) -> str:
         try:
@@ -285,7 +316,7 @@ class ActionQueue:
     def _fail_api(self, exc: ApiError, path: str) -> ActionFailed:
         return ActionFailed(http_error_text(exc.code, exc.reason, f"{self._api_url}{path}"))
 
-    def _run_submit(self, payload: dict[str, Any]) -> None:
+    def _run_submit(self, payload: dict[str, Any], record: ActionRecord | None = None) -> None:
         config = json.loads(payload["config"])
         tasks_per_job = len(config["tasks"])
         fields: dict[str, Any] = {
@@ -302,9 +333,51 @@ class ActionQueue:
         try:
             dataset_id = self._store.create_dataset(fields, SYSTEM, now=self._clock())
         except ApiError as exc:
+            attempt = record.attempts if record is not None else 1
+            if exc.code >= 500 and self.iceprod_bugs and attempt <= len(SUBMIT_RETRY_DELAYS):
+                raise _RetryLater(SUBMIT_RETRY_DELAYS[attempt - 1] * self.submit_retry_scale) from None
+            if exc.code >= 500 and self.iceprod_bugs:
+                host = self._api_url.split("://", 1)[-1]
+                hostname, _, port = host.partition(":")
+                raise ActionFailed(
+                    f"HTTPConnectionPool(host='{hostname}', port={port}): Max retries exceeded with url: "
+                    "/datasets (Caused by ResponseError('too many 500 error responses'))"
+                ) from None
             raise self._fail_api(exc, "/datasets") from None
         self._store.configs[dataset_id] = dict(config, dataset_id=dataset_id)
         payload["dataset_id"] = dataset_id
+
+    def _run_edit_config(self, payload: dict[str, Any]) -> None:
+        """IceProd's edit_config run: same tasks, names and depends; new requirements; the new config."""
+        dataset_id = payload["dataset_id"]
+        config = json.loads(payload["config"])
+        dataset = self._dataset_for_run(dataset_id)
+        prev = self._store.configs.get(dataset_id)
+        if prev is None:
+            raise self._fail_api(ApiError(404, "Config not found"), f"/config/{dataset_id}")
+        if len(config["tasks"]) != len(prev["tasks"]):
+            raise ActionFailed("cannot add/subtract tasks - create a new dataset")
+        changed: list[tuple[str, dict[str, Any]]] = []
+        try:
+            for task, prev_task in zip(config["tasks"], prev["tasks"], strict=True):
+                if task["name"] != prev_task["name"]:
+                    raise ActionFailed("cannot edit task names - create a new dataset")
+                if task["depends"] != prev_task["depends"]:  # KeyError on a config stored raw
+                    raise ActionFailed("cannot edit task depends - create a new dataset")
+                reqs = dict(task["requirements"])
+                if any("$" in v for v in reqs.values() if isinstance(v, str)):
+                    raise ActionFailed("cannot update requirements - cannot parse expression")
+                if reqs != prev_task["requirements"]:
+                    changed.append((task["name"], reqs))
+        except KeyError as exc:
+            raise ActionFailed(str(exc)) from None
+        for name, reqs in changed:
+            for task in self._store.dataset_tasks(dataset_id).values():
+                if task["name"] == name:
+                    task["requirements"].update(reqs)
+        self._store.configs[dataset_id] = dict(config, dataset_id=dataset_id)
+        if payload.get("description") and payload["description"] != dataset["description"]:
+            dataset["description"] = payload["description"]
 
     def _run_materialization(self, payload: dict[str, Any]) -> None:
         self._grid.materialize(

@@ -47,6 +47,11 @@ def build_parser(prog: str = "airflow-iceprod local-server") -> argparse.Argumen
     )
     parser.add_argument("--service-client-secret", help="secret of the confidential client (default: random)")
     parser.add_argument(
+        "--no-iceprod-bugs",
+        action="store_true",
+        help="do what IceProd means to do instead of reproducing 3.2.43's bugs (see docs/iceprod-quirks.md)",
+    )
+    parser.add_argument(
         "--issue-token",
         metavar="USER",
         help="also print a refresh token for USER and a ready AIRFLOW_CONN_* JSON ('airflow_connection')",
@@ -79,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         action_delay=args.action_delay,
         fail_tasks=_fail_tasks(args.fail_task),
         service_client_secret=args.service_client_secret,
+        iceprod_bugs=not args.no_iceprod_bugs,
     )
     for option, user in (("--issue-token", args.issue_token), ("--auto-approve-as", args.auto_approve_as)):
         if user is not None and user not in server.usernames:

@@ -64,8 +64,10 @@ class Grid:
         missing_config_grace: float = 5.0,
         dataset_cleanup: bool = True,
         seed: int | None = None,
+        iceprod_bugs: bool = True,
     ) -> None:
         self._store = store
+        self.iceprod_bugs = iceprod_bugs
         self._api_url = api_url
         self.task_duration = task_duration
         self.step = step
@@ -134,7 +136,8 @@ class Grid:
         tasks = self._store.dataset_tasks(dataset_id)
         for task in tasks.values():
             if task["status"] == "idle" and all(
-                tasks.get(d, {}).get("status") == "complete" for d in task["depends"]
+                (tasks.get(d) or self._store.find_task(d) or {}).get("status") == "complete"
+                for d in task["depends"]
             ):
                 self._store.set_task_status(task, "waiting", now)
 
@@ -275,8 +278,10 @@ class Grid:
             return
         with self._store.lock:
             for dataset in list(self._store.datasets.values()):
-                if dataset["status"] != "processing" or dataset.get("truncated"):
+                if dataset["status"] != "processing":
                     continue
+                if dataset.get("truncated") and not self.iceprod_bugs:
+                    continue  # what IceProd means to do; 3.2.43's cron asks per dataset, ignoring truncated
                 if dataset["dataset_id"] not in self._store.configs:
                     continue
                 jobs = self._store.dataset_jobs(dataset["dataset_id"]).values()
@@ -285,7 +290,8 @@ class Grid:
                     t["status"] == "waiting"
                     for t in self._store.dataset_tasks(dataset["dataset_id"]).values()
                 )
-                if not waiting or processing < self.materialize_batch:
+                # 3.2.43's cron names the dataset, which also skips this throttle
+                if self.iceprod_bugs or not waiting or processing < self.materialize_batch:
                     try:
                         self._buffer(dataset, self.materialize_batch, None, now)
                     except MaterializationError:
@@ -298,14 +304,23 @@ class Grid:
             raise MaterializationError(self._client_error(404, "Config not found", f"/config/{dataset_id}"))
         jobs = self._store.jobs.setdefault(dataset_id, {})
         next_index = max((j["job_index"] for j in jobs.values()), default=-1) + 1
+        task_configs = config.get("tasks") or []
+        names = [t.get("name") or str(i) for i, t in enumerate(task_configs)]
+        # like IceProd: first finish a job whose tasks were not all created (a depends failed halfway)
+        tasks = self._store.dataset_tasks(dataset_id)
+        if len(tasks) < len(jobs) * dataset["tasks_per_job"]:
+            per_job = Counter(t["job_id"] for t in tasks.values())
+            for job_id, job in sorted(jobs.items(), key=lambda kv: -kv[1]["job_index"]):
+                if per_job[job_id] < dataset["tasks_per_job"]:
+                    self._buffer_job(
+                        dataset_id, job["job_index"], task_configs, names, set_status, now, job_id=job_id
+                    )
         to_create = min(num, dataset["jobs_submitted"] - next_index)
         if to_create <= 0:
             return 0
-        task_configs = config.get("tasks") or []
-        names = [t.get("name") or str(i) for i, t in enumerate(task_configs)]
-        if len(names) != dataset["tasks_per_job"]:
-            raise MaterializationError("config num tasks does not match dataset tasks_per_job")
         for job_index in range(next_index, next_index + to_create):
+            if len(names) != dataset["tasks_per_job"]:
+                raise MaterializationError("config num tasks does not match dataset tasks_per_job")
             self._buffer_job(dataset_id, job_index, task_configs, names, set_status, now)
         return to_create
 
@@ -317,20 +332,32 @@ class Grid:
         names: list[str],
         set_status: str | None,
         now: float,
+        *,
+        job_id: str | None = None,
     ) -> None:
+        """Create a job and its tasks one by one, as IceProd does: a bad ``depends`` stops it halfway."""
         index_of = {name: i for i, name in enumerate(names)}
-        depends_per_task = [self._depends(tc, i, index_of) for i, tc in enumerate(task_configs)]
-        job_id = new_id()
-        self._store.jobs[dataset_id][job_id] = {
-            "dataset_id": dataset_id,
-            "job_index": job_index,
-            "job_id": job_id,
-            "status": "processing",
-            "status_changed": nowstr(),
-        }
-        task_ids: list[str] = []
         tasks = self._store.tasks.setdefault(dataset_id, {})
+        task_ids: list[str] = []
+        if job_id is None:
+            job_id = new_id()
+            self._store.jobs[dataset_id][job_id] = {
+                "dataset_id": dataset_id,
+                "job_index": job_index,
+                "job_id": job_id,
+                "status": "processing",
+                "status_changed": nowstr(),
+            }
+            self._store.touch(dataset_id)
+        else:
+            existing = sorted(
+                (t for t in tasks.values() if t["job_id"] == job_id), key=lambda t: t["task_index"]
+            )
+            task_ids = [t["task_id"] for t in existing]
         for task_index, (name, task_config) in enumerate(zip(names, task_configs, strict=True)):
+            if task_index < len(task_ids):
+                continue
+            depends = self._depends(task_config, task_index, index_of, task_ids)
             task_id = new_id()
             task = {
                 "dataset_id": dataset_id,
@@ -338,7 +365,7 @@ class Grid:
                 "task_index": task_index,
                 "job_index": job_index,
                 "name": name,
-                "depends": [task_ids[i] for i in depends_per_task[task_index]],
+                "depends": depends,
                 "requirements": _requirements(task_config),
                 "task_id": task_id,
                 "status_changed": "",
@@ -356,21 +383,42 @@ class Grid:
             tasks[task_id] = task
             task_ids.append(task_id)
 
-    @staticmethod
-    def _depends(task_config: Mapping[str, Any], task_index: int, index_of: Mapping[str, int]) -> list[int]:
+    def _depends(
+        self,
+        task_config: Mapping[str, Any],
+        task_index: int,
+        index_of: Mapping[str, int],
+        task_ids: list[str],
+    ) -> list[str]:
+        """Task ids a new task waits for: names or indexes of this job's tasks, or raw task ids.
+
+        ``"<dataset_id>:<task>"`` fails like in IceProd 3.2.43 (its materialization cannot resolve it)
+        unless ``iceprod_bugs`` is off."""
         out = []
         for dep in task_config.get("depends") or []:
-            if isinstance(dep, str) and dep in index_of:
-                dep_index = index_of[dep]
-            elif isinstance(dep, int) and not isinstance(dep, bool) and dep < len(index_of):
-                dep_index = dep
+            if (isinstance(dep, str) and dep in index_of) or (isinstance(dep, int) and dep < len(index_of)):
+                dep_index = index_of[dep] if isinstance(dep, str) else dep
+                if dep_index >= task_index:
+                    raise MaterializationError(
+                        str(Exception("bad depends: %r. can't depend on ourself or a greater index", dep))
+                    )
+                out.append(task_ids[dep_index])
+            elif isinstance(dep, str) and ":" in dep and not self.iceprod_bugs:
+                other, name = dep.split(":", 1)
+                found = [
+                    t
+                    for t in self._store.dataset_tasks(other).values()
+                    if name in (t["name"], str(t["task_index"]))
+                ]
+                if not found:
+                    raise MaterializationError(str(Exception("bad depends: %r", name)))
+                out.append(found[0]["task_id"])
+            elif isinstance(dep, str) and ":" in dep:
+                raise MaterializationError(str(Exception("bad depends: %r", dep.split(":", 1)[1])))
+            elif isinstance(dep, str) and self._store.find_task(dep) is not None:
+                out.append(dep)  # a raw task id, of any dataset
             else:
                 raise MaterializationError(str(Exception("bad depends: %r", dep)))
-            if dep_index >= task_index:
-                raise MaterializationError(
-                    str(Exception("bad depends: %r. can't depend on ourself or a greater index", dep))
-                )
-            out.append(dep_index)
         return out
 
     def _client_error(self, code: int, reason: str, path: str) -> str:

@@ -79,6 +79,12 @@ class LocalIceProd:
         dataset_cleanup: run IceProd's ``dataset_cleanup`` cron (suspends leftovers of stopped jobs).
         missing_config_grace: seconds before a processing dataset without config is suspended.
         seed: seed for failure probabilities.
+        iceprod_bugs: reproduce IceProd 3.2.43's bugs (default, see docs/iceprod-quirks.md): materialization
+            ignores ``truncated``; ``"<dataset_id>:<task>"`` depends never resolve; a submit whose
+            ``auth_groups_read`` names an unknown group is retried by the services' HTTP client (0, 0,
+            0.6, 1.8, 4.2, ... s; ``submit_retry_scale`` scales them), each try leaving an orphan.
+            ``False``: what IceProd means to do.
+        submit_retry_scale: factor on the retry delays of such a submit (1.0: IceProd's real timing).
     """
 
     def __init__(
@@ -107,6 +113,8 @@ class LocalIceProd:
         dataset_cleanup: bool = True,
         missing_config_grace: float = 5.0,
         seed: int | None = None,
+        iceprod_bugs: bool = True,
+        submit_retry_scale: float = 1.0,
     ) -> None:
         if grid_tick <= 0:
             raise ValueError("grid_tick must be > 0")
@@ -137,6 +145,8 @@ class LocalIceProd:
         self._dataset_cleanup = dataset_cleanup
         self._missing_config_grace = missing_config_grace
         self._seed = seed
+        self._iceprod_bugs = iceprod_bugs
+        self._submit_retry_scale = submit_retry_scale
         self.counters = Counters()
         self.faults = Faults()
         self.store = Store()
@@ -171,6 +181,7 @@ class LocalIceProd:
             missing_config_grace=self._missing_config_grace,
             dataset_cleanup=self._dataset_cleanup,
             seed=self._seed,
+            iceprod_bugs=self._iceprod_bugs,
         )
         self.actions = ActionQueue(
             self.store,
@@ -179,6 +190,8 @@ class LocalIceProd:
             clock=time.monotonic,
             delay=self._action_delay,
             ttl=self._action_ttl,
+            iceprod_bugs=self._iceprod_bugs,
+            submit_retry_scale=self._submit_retry_scale,
         )
         self._ctx = Context(
             store=self.store,

@@ -186,6 +186,13 @@ class Store:
     def dataset_tasks(self, dataset_id: str) -> dict[str, dict[str, Any]]:
         return self.tasks.get(dataset_id, {})
 
+    def find_task(self, task_id: str) -> dict[str, Any] | None:
+        """A task of any dataset (``GET /tasks/{id}``)."""
+        for tasks in self.tasks.values():
+            if task_id in tasks:
+                return tasks[task_id]
+        return None
+
     def add_log(self, dataset_id: str, task_id: str, name: str, data: str) -> None:
         self.logs.setdefault(task_id, []).append(
             {

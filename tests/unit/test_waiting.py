@@ -97,14 +97,64 @@ def test_all_jobs_complete_succeeds_before_the_cron():
     assert not v.done
 
 
-def test_truncated_dataset_completes_when_existing_jobs_finish():
+def test_truncated_dataset_waits_for_iceprods_own_verdict():
+    """IceProd 3.2.43 keeps creating a truncated dataset's jobs (docs/iceprod-quirks.md, 4): complete
+    existing jobs are not the end until IceProd itself says complete."""
     opts = WaitOptions()
-    done = progress("processing", {"complete": 2}, {"complete": 4}, truncated=True)
-    assert evaluate(done, opts, WaitState(), 0.0).outcome == "success"
-    busy = progress("processing", {"complete": 1, "processing": 1}, truncated=True)
-    assert not evaluate(busy, opts, WaitState(), 0.0).done
+    some = progress("processing", {"complete": 2}, {"complete": 4}, truncated=True)
+    assert not evaluate(some, opts, WaitState(), 0.0).done
+    every = progress("processing", {"complete": 4}, {"complete": 8}, truncated=True)
+    assert evaluate(every, opts, WaitState(), 0.0).outcome == "success"
+    said = progress("complete", {"complete": 2}, {"complete": 4}, truncated=True)
+    assert evaluate(said, opts, WaitState(), 0.0).outcome == "success"
     nothing = progress("processing", {}, {}, truncated=True)
     assert not evaluate(nothing, opts, WaitState(), 0.0).done
+
+
+def test_complete_status_with_tasks_still_to_run_keeps_waiting():
+    """A hard_reset of a complete dataset re-runs its tasks; the status stays complete (quirk 1)."""
+    opts = WaitOptions()
+    rerun = progress("complete", {"processing": 4}, {"idle": 4, "complete": 4})
+    v = evaluate(rerun, opts, WaitState(), 0.0)
+    assert (v.done, v.outcome) == (False, "running")
+    assert "hard_reset" in v.message
+    finished = progress("complete", {"processing": 4}, {"complete": 8})
+    assert evaluate(finished, opts, WaitState(), 0.0).outcome == "success"
+    # counts not from this poll: the status alone decides
+    assert evaluate(rerun, opts, WaitState(), 0.0, counts_fresh=False).outcome == "success"
+
+
+def test_complete_status_with_jobs_never_created_fails():
+    """add_jobs on a complete dataset: IceProd never creates them (quirk 3)."""
+    added = progress("complete", {"complete": 1}, {"complete": 2}, jobs_submitted=3)
+    v = evaluate(added, WaitOptions(), WaitState(), 0.0)
+    assert (v.done, v.outcome, v.status) == (True, "unreachable", "failed")
+    assert "1 of 3 jobs" in v.message
+
+
+def test_failed_materialization_is_stuck_after_an_hour():
+    """Fewer jobs than jobs_submitted and nothing to run (quirk 6: a bad depends)."""
+    from airflow_provider_iceprod.waiting import MATERIALIZATION_STALL_SECONDS
+
+    opts = WaitOptions(stall_polls=2)
+    state = WaitState()
+    stuck = progress("processing", {"processing": 1}, {"complete": 1}, jobs_submitted=3)
+    assert not evaluate(stuck, opts, state, 0.0).done
+    assert not evaluate(stuck, opts, state, MATERIALIZATION_STALL_SECONDS - 1).done
+    restored = WaitState.from_dict(state.to_dict())
+    v = evaluate(stuck, opts, restored, MATERIALIZATION_STALL_SECONDS)
+    assert (v.done, v.outcome, v.status) == (True, "stalled", "failed")
+    assert "2 of 3 jobs were never created" in v.message
+    # a task to run resets the clock
+    state = WaitState()
+    evaluate(stuck, opts, state, 0.0)
+    evaluate(
+        progress("processing", {"processing": 2}, {"complete": 1, "queued": 1}, jobs_submitted=3),
+        opts,
+        state,
+        10,
+    )
+    assert state.idle_since is None
 
 
 def test_errors_fail_fast_unless_targeted():

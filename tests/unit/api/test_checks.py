@@ -132,6 +132,9 @@ def test_check_submit_gives_a_random_marker_when_none() -> None:
         ({"extra_submit_fields": {"status": "complete"}}, "extra_submit_fields.status"),
         ({"extra_submit_fields": {"priority": "high"}}, "extra_submit_fields.priority"),
         ({"extra_submit_fields": {"auth_groups_read": "users"}}, "extra_submit_fields.auth_groups_read"),
+        # an unknown group leaves orphan datasets in IceProd 3.2.43 (docs/iceprod-quirks.md, 7)
+        ({"extra_submit_fields": {"auth_groups_read": ["IceCube"]}}, "extra_submit_fields.auth_groups_read"),
+        ({"extra_submit_fields": {"auth_groups_write": ["simprod"]}}, "extra_submit_fields"),
     ],
 )
 def test_check_submit_rejects_bad_input(kwargs: dict, field: str) -> None:
@@ -139,6 +142,34 @@ def test_check_submit_rejects_bad_input(kwargs: dict, field: str) -> None:
     with pytest.raises(IceProdConfigError) as info:
         checks.check_submit(CONFIG, **args)
     assert info.value.field == field
+
+
+def test_check_submit_accepts_iceprods_groups() -> None:
+    req = checks.check_submit(
+        CONFIG,
+        description="d",
+        jobs_submitted=1,
+        extra_submit_fields={"auth_groups_read": ["simprod", "users"]},
+    )
+    assert req.extra["auth_groups_read"] == ["simprod", "users"]
+
+
+def test_check_submit_refuses_unresolvable_cross_dataset_depends() -> None:
+    config = json.loads(json.dumps(CONFIG))
+    config["tasks"][0]["depends"] = ["0123456789abcdef0123456789abcdef:a"]
+    with pytest.raises(IceProdDatasetConfigError, match="cannot resolve"):
+        checks.check_submit(config, description="d", jobs_submitted=1)
+
+
+def test_system_token_identity_is_iceprod_system() -> None:
+    from airflow_provider_iceprod.auth.tokens import identity_from_claims
+
+    claims = {
+        "preferred_username": "service-account-x",
+        "resource_access": {"iceprod": {"roles": ["iceprod-system"]}},
+    }
+    assert identity_from_claims(claims).username == "iceprod-system"  # the owner IceProd records
+    assert identity_from_claims({"preferred_username": "alice"}).username == "alice"
 
 
 def test_check_submit_validates_the_config_client_side() -> None:
@@ -227,3 +258,10 @@ def test_extra_fields_rule() -> None:
     with pytest.raises(IceProdConfigError) as info:
         checks.extra_fields({"username": ""}, low_level=True)
     assert info.value.field == "extra_submit_fields.username"
+
+
+def test_check_submit_sends_the_config_filled() -> None:
+    """PUT /config stores the body as sent (docs/iceprod-quirks.md, 8): send it filled like IceProd."""
+    sent = checks.check_submit(CONFIG, description="d", jobs_submitted=1).config
+    assert sent["version"] == 3.2 and sent["tasks"][0]["depends"] == []
+    assert sent["tasks"][0]["requirements"] == {"cpu": 1, "memory": 1.0, "disk": 1.0, "time": 1.0, "os": []}

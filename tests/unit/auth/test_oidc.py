@@ -83,7 +83,8 @@ def test_client_credentials_uses_the_secret(idp: LocalIceProd) -> None:
         idp, client_id=idp.service_client_id, client_secret=idp.service_client_secret
     ).client_credentials()
     assert grant.access_token is not None
-    assert grant.access_token.identity.username == f"service-account-{idp.service_client_id}"
+    # the stand-in's service client carries the iceprod-system role: IceProd sees it as iceprod-system
+    assert grant.access_token.identity.username == "iceprod-system"
     assert idp.counters.grants["client_credentials"] == 1
 
 

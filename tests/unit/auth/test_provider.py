@@ -205,7 +205,7 @@ def test_client_credentials_connection(idp: LocalIceProd) -> None:
     assert p.state_store is None
     for _ in range(50):
         p.get_token()
-    assert p.identity().username.startswith("service-account-")
+    assert p.identity().username == "iceprod-system"  # IceProd's owner for a system token
     assert idp.counters.grants["client_credentials"] == 1
     assert idp.counters.grants["refresh_token"] == 0
 
