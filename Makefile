@@ -5,7 +5,7 @@ VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 
-.PHONY: install demo test lint typecheck unit docs bench clean
+.PHONY: install browser demo test lint typecheck unit docs screenshots bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# Debian's chromium for tests/browser (installed only where missing; the tests skip where it cannot be).
+browser:
+	bash scripts/install_browser.sh
+
 demo: install
 	$(BIN)/python scripts/demo.py
 
@@ -31,13 +35,17 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-unit: install
+unit: install browser
 	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(CURDIR)/site
 
 test: lint typecheck unit docs
+
+# Re-take the screenshots in docs/img/ (connection form, Test result, extra link) with the browser tests.
+screenshots: install browser
+	ICEPROD_SCREENSHOTS=$(CURDIR)/docs/img PATH="$(BIN):$$PATH" $(BIN)/python -m pytest tests/browser -q -p no:cacheprovider
 
 # Benchmarks write their results into docs/performance.md. The dbt Cloud provider is installed only
 # here, so the import-cost benchmark can put its operator module side by side with ours.

@@ -161,9 +161,9 @@ def test_progress_line_with_eta():
     opts = WaitOptions()
     evaluate(progress("processing", {"processing": 4}, {"complete": 0, "idle": 8}), opts, state, 100.0)
     p = progress("processing", {"complete": 1, "processing": 3}, {"complete": 2, "idle": 6})
-    evaluate(p, opts, state, 110.0)  # 2 tasks in 10 s -> 6 left -> 30 s
-    line = describe_progress(p, state)
-    assert "jobs 1/4 complete" in line
+    evaluate(p, opts, state, 110.0)  # 1 job in 10 s -> 3 left -> 30 s
+    line = describe_progress(p, state, 110.0)
+    assert "jobs 1/4 complete (25.0%)" in line
     assert "tasks {complete: 2, idle: 6}" in line
     assert "25.0%" in line
     assert "ETA 0:00:30" in line
