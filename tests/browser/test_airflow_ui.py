@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import CONN_ID, DAG_ID, AirflowUI
+CONN_ID = "iceprod_default"  # what the module's airflow_ui fixture logs in to (conftest.py)
+DAG_ID = "iceprod_submit_and_wait"  # the example DAG it runs once
+AirflowUI = Any  # conftest.AirflowUI: url, iceprod, run_id, dataset_url
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
