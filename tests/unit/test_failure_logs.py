@@ -10,7 +10,8 @@ from airflow_provider_iceprod.exceptions import IceProdDatasetFailedError
 from airflow_provider_iceprod.failure_logs import afailed_task_logs, failed_task_logs, mask
 from airflow_provider_iceprod.hooks.iceprod import IceProdHook
 from airflow_provider_iceprod.testing import LocalIceProd
-from airflow_provider_iceprod.waiting import WaitOptions, wait_for_dataset
+from airflow_provider_iceprod.wait_loop import wait_for_dataset
+from airflow_provider_iceprod.waiting import WaitOptions
 
 TRAYS = [{"modules": [{"src": "/usr/bin/true"}]}]
 TWO_TASKS = {

@@ -16,6 +16,7 @@ from airflow_provider_iceprod.exceptions import (
 from airflow_provider_iceprod.hooks.iceprod import IceProdHook
 from airflow_provider_iceprod.models import DatasetProgress
 from airflow_provider_iceprod.testing import LocalIceProd
+from airflow_provider_iceprod.wait_loop import wait_for_dataset
 from airflow_provider_iceprod.waiting import (
     HEARTBEAT_SECONDS,
     WaitOptions,
@@ -28,7 +29,6 @@ from airflow_provider_iceprod.waiting import (
     progress_line,
     status_ends_wait,
     timeout_event,
-    wait_for_dataset,
     with_failed_task_names,
 )
 
