@@ -5,7 +5,7 @@ VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 
-.PHONY: install demo test lint typecheck unit docs bench clean fidelity-venv fidelity
+.PHONY: install browser demo test lint typecheck unit docs screenshots bench clean fidelity-venv fidelity
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# Debian's chromium for tests/browser (installed only where missing; the tests skip where it cannot be).
+browser:
+	bash scripts/install_browser.sh
+
 demo: install
 	$(BIN)/python scripts/demo.py
 
@@ -31,7 +35,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-unit: install
+unit: install browser
 	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 docs: install
@@ -47,6 +51,10 @@ fidelity: install fidelity-venv
 	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest tests/fidelity -p no:cacheprovider $(PYTEST_ARGS)
 
 test: lint typecheck unit docs
+
+# Re-take the screenshots in docs/img/ (connection form, Test result, extra link) with the browser tests.
+screenshots: install browser
+	ICEPROD_SCREENSHOTS=$(CURDIR)/docs/img PATH="$(BIN):$$PATH" $(BIN)/python -m pytest tests/browser -q -p no:cacheprovider
 
 # Benchmarks write their results into docs/performance.md. The dbt Cloud provider is installed only
 # here, so the import-cost benchmark can put its operator module side by side with ours.

@@ -76,6 +76,7 @@ class StoredConnection:
 
     conn_id: str
     host: str | None = None
+    port: int | None = None  # stored so Airflow's Test button posts it back (it sends 0 for none)
     password: str | None = field(default=None, repr=False)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # holds the refresh token
     conn_type: str = CONN_TYPE
@@ -84,7 +85,7 @@ class StoredConnection:
     def settings(self) -> ConnectionSettings:
         from airflow_provider_iceprod.settings import ConnectionSettings
 
-        return ConnectionSettings.from_fields(self.conn_id, self.host, self.password, self.extra)
+        return ConnectionSettings.from_fields(self.conn_id, self.host, self.password, self.extra, self.port)
 
 
 class MetadataDb:
@@ -126,6 +127,7 @@ class MetadataDb:
             return StoredConnection(
                 conn_id=conn_id,
                 host=conn.host,
+                port=conn.port,
                 password=conn.password,
                 extra=dict(conn.extra_dejson),
                 conn_type=conn.conn_type or CONN_TYPE,
@@ -143,6 +145,7 @@ class MetadataDb:
                 session.add(row)
             row.conn_type = conn.conn_type
             row.host = conn.host
+            row.port = conn.port
             row.set_extra(json.dumps(conn.extra))
 
     def get_variable(self, key: str) -> str | None:
@@ -243,6 +246,7 @@ class AirflowRestApi:
         return StoredConnection(
             conn_id=conn_id,
             host=doc.get("host"),
+            port=doc.get("port"),
             extra=extras,
             conn_type=doc.get("conn_type") or CONN_TYPE,
             origin=self.name,
@@ -256,6 +260,7 @@ class AirflowRestApi:
             "connection_id": conn.conn_id,
             "conn_type": conn.conn_type,
             "host": conn.host,
+            "port": conn.port,
             "extra": json.dumps(conn.extra),
         }
         try:
@@ -307,6 +312,7 @@ def _read_connection(conn_id: str, db: MetadataDb) -> StoredConnection:
     return StoredConnection(
         conn_id=conn_id,
         host=conn.host,
+        port=conn.port,
         password=conn.password,
         extra=dict(conn.extra_dejson),
         conn_type=conn.conn_type or CONN_TYPE,
@@ -483,8 +489,12 @@ def _login_connection(args: argparse.Namespace, existing: StoredConnection | Non
     conn.conn_type = CONN_TYPE
     settings = conn.settings()  # validates every URL before any side effect
     conn.host = settings.api_url
+    conn.port = settings.api_port
     conn.extra["oauth_url"] = settings.oauth_url
     conn.extra["client_id"] = settings.client_id
+    # Airflow's edit form shows only the extras the connection holds: keep every form field there.
+    for key in ("actions_url", "website_url"):
+        conn.extra.setdefault(key, None)
     return conn
 
 
@@ -547,12 +557,18 @@ def cmd_login(args: argparse.Namespace, out: TextIO) -> int:
 
 def _render_connection(conn: StoredConnection, form: str) -> str:
     if form == "json":
-        return json.dumps({"conn_type": conn.conn_type, "host": conn.host, "extra": conn.extra})
+        return json.dumps(
+            {"conn_type": conn.conn_type, "host": conn.host, "port": conn.port, "extra": conn.extra}
+        )
     from airflow.models import Connection
 
     return str(
         Connection(
-            conn_id=conn.conn_id, conn_type=conn.conn_type, host=conn.host, extra=json.dumps(conn.extra)
+            conn_id=conn.conn_id,
+            conn_type=conn.conn_type,
+            host=conn.host,
+            port=conn.port,
+            extra=json.dumps(conn.extra),
         ).get_uri()
     )
 

@@ -35,31 +35,47 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": "airflow_provider_iceprod.hooks.iceprod.IceProdHook",
                 "hook-name": "IceProd",
                 "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "port", "login"],
-                    "relabeling": {"host": "IceProd API URL", "password": "Client secret (service accounts)"},
+                    # Port stays visible: Airflow 3.3's Test button posts ``Number(port)``, i.e. 0 for
+                    # an empty port, and the api-server then refuses the test (400 "The host or port to
+                    # test differs from the stored connection"). `airflow-iceprod login` stores it.
+                    "hidden-fields": ["schema", "login"],
+                    "relabeling": {
+                        "host": "IceProd API URL",
+                        "port": "API port",
+                        "password": "Client secret (service accounts)",
+                    },
                     "placeholders": {
                         "host": DEFAULT_API_URL,
+                        "port": "443",
                         "password": "leave empty to use the refresh token from `airflow-iceprod login`",
-                        "oauth_url": DEFAULT_OAUTH_URL,
-                        "client_id": DEFAULT_CLIENT_ID,
-                        "website_url": DEFAULT_WEBSITE_URL,
-                        "actions_url": "same as the API URL",
                     },
                 },
                 "conn-fields": {
                     "oauth_url": _string_field(
-                        "OpenID issuer URL", "Keycloak realm URL (IceProd's OAUTH_URL, rest-tools' token_url)"
+                        "OpenID issuer URL",
+                        f"Keycloak realm URL. Empty: {DEFAULT_OAUTH_URL}",
                     ),
-                    "client_id": _string_field("OAuth client id", "iceprod-public for people and scripts"),
+                    "client_id": _string_field("OAuth client id", f"Empty: {DEFAULT_CLIENT_ID}"),
+                    "actions_url": _string_field(
+                        "Actions URL",
+                        "Base URL of IceProd's /actions/* requests. Empty: the IceProd API URL",
+                    ),
+                    "website_url": _string_field(
+                        "IceProd website URL",
+                        f"For links to dataset pages. Empty: {DEFAULT_WEBSITE_URL}",
+                    ),
                     "refresh_token": _string_field(
                         "Refresh token",
-                        "Written by `airflow-iceprod login`; do not edit by hand",
+                        "Written by `airflow-iceprod login --conn-id <this id>`; a connection saved "
+                        "here has none until you run it. Do not edit by hand",
                         secret=True,
                     ),
-                    "actions_url": _string_field(
-                        "Actions URL", "Only when /actions/* is served on another base URL than the API"
-                    ),
-                    "website_url": _string_field("IceProd website URL", "Used for links to dataset pages"),
+                    "refresh_token_saved_at": {
+                        "label": "Logged in at (epoch seconds)",
+                        "description": "Written by `airflow-iceprod login` with the refresh token; "
+                        "the keep-alive check reads it. Do not edit by hand",
+                        "schema": {"type": ["number", "null"]},
+                    },
                 },
             }
         ],

@@ -124,9 +124,16 @@ class DatasetProgress:
         return self.task_counts.get("failed", 0)
 
     @property
+    def jobs_total(self) -> int:
+        """Jobs the dataset will have: ``jobs_submitted``, or those that exist for a truncated one."""
+        existing = sum(self.job_counts.values())
+        return existing if self.truncated else max(self.jobs_submitted, existing)
+
+    @property
     def percent_complete(self) -> float:
-        total = self.tasks_submitted or sum(self.task_counts.values())
-        return 100.0 * self.tasks_complete / total if total else 0.0
+        """Complete jobs as a share of :attr:`jobs_total` (the same jobs as the progress line)."""
+        total = self.jobs_total
+        return 100.0 * self.jobs_complete / total if total else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -54,6 +54,43 @@ def _check_extra_is_json(conn: Any) -> None:
     )
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def url_port(url: str) -> int:
+    """The port a normalised URL talks to (explicit, else the scheme's default)."""
+    parts = urlsplit(url)
+    return parts.port or _DEFAULT_PORTS[parts.scheme]
+
+
+def _apply_port(api_url: str, port: Any, conn_id: str) -> str:
+    """Combine the connection's Port field with the API URL.
+
+    Empty (or 0) keeps the URL; a URL without a port takes the field's; a URL with a port must agree.
+    """
+    if port in (None, "", 0, "0"):
+        return api_url
+    try:
+        number = int(port)
+    except (TypeError, ValueError):
+        number = -1
+    if not 0 < number < 65536:
+        raise IceProdConfigError(
+            f"IceProd connection {conn_id!r}: port must be a number from 1 to 65535, got {port!r}.",
+            field="port",
+        )
+    parts = urlsplit(api_url)
+    if parts.port is not None or number == _DEFAULT_PORTS[parts.scheme]:
+        if url_port(api_url) != number:
+            raise IceProdConfigError(
+                f"IceProd connection {conn_id!r}: port {number} differs from the API URL's port "
+                f"({api_url}). Empty the port or make them agree.",
+                field="port",
+            )
+        return api_url
+    return parts._replace(netloc=f"{parts.netloc}:{number}").geturl()
+
+
 @dataclass(frozen=True)
 class ConnectionSettings:
     """Everything the hook needs from the connection, validated.
@@ -94,9 +131,10 @@ class ConnectionSettings:
         host: str | None,
         password: str | None,
         extra: Mapping[str, Any] | None,
+        port: Any = None,
     ) -> ConnectionSettings:
         extra = dict(extra or {})
-        api_url = _normalise_url(host or DEFAULT_API_URL, "host")
+        api_url = _apply_port(_normalise_url(host or DEFAULT_API_URL, "host"), port, conn_id)
         saved_at = extra.get("refresh_token_saved_at")
         try:
             saved_at_value = float(saved_at) if saved_at not in (None, "") else None
@@ -126,7 +164,12 @@ class ConnectionSettings:
         _check_extra_is_json(conn)
         if extra is None:
             extra = conn.extra_dejson
-        return cls.from_fields(conn.conn_id, conn.host, conn.password, extra)
+        return cls.from_fields(conn.conn_id, conn.host, conn.password, extra, getattr(conn, "port", None))
+
+    @property
+    def api_port(self) -> int:
+        """The API URL's port: what `airflow-iceprod login` stores in the connection's Port field."""
+        return url_port(self.api_url)
 
     def dataset_url(self, dataset_id: str) -> str:
         """The dataset's page on the IceProd website (links use the 32-hex id, not the number)."""

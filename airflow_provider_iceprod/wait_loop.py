@@ -16,14 +16,15 @@ from airflow_provider_iceprod.exceptions import (
     IceProdPermissionError,
     IceProdTransientError,
 )
+from airflow_provider_iceprod.failure_logs import FAILED_OUTCOMES, log_failed_task_logs
 from airflow_provider_iceprod.waiting import (
     Verdict,
     WaitOptions,
     WaitState,
-    describe_progress,
     evaluate,
     event_result,
     not_visible_error,
+    progress_line,
     timeout_event,
     verdict_event,
     with_failed_task_names,
@@ -76,6 +77,7 @@ def wait_for_dataset(
     log: Any,
     state: WaitState | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.time,
 ) -> dict[str, Any]:
     """Poll until the dataset is done (poke style, holds the worker). Returns the success event.
 
@@ -86,14 +88,18 @@ def wait_for_dataset(
     state = state if state is not None else WaitState()
     while True:
         try:
-            verdict, progress = poll_once(hook, dataset_id, options, state)
+            verdict, progress = poll_once(hook, dataset_id, options, state, clock())
         except IceProdTransientError as exc:
             count_transient_error(state, options, exc, log)
         else:
-            log.info("%s", describe_progress(progress, state))
+            line = progress_line(progress, state, clock(), force=verdict.done)
+            if line:
+                log.info("%s", line)
+            if verdict.outcome in FAILED_OUTCOMES:
+                log_failed_task_logs(hook, dataset_id, log)
             if verdict.done:
                 return event_result(verdict_event(verdict, progress))
-        now = time.time()
+        now = clock()
         if deadline is not None and now >= deadline:
             return event_result(timeout_event(dataset_id, deadline))
         pause = options.poll_interval if deadline is None else min(options.poll_interval, deadline - now)

@@ -48,10 +48,18 @@ if TYPE_CHECKING:
 
 ON_SUSPENDED_CHOICES = ("fail", "wait", "timeout")
 EVENT_STATUSES = ("success", "failed", "timeout", "error")
-#: How many rate samples a :class:`WaitState` keeps for the ETA (a sliding window).
+#: How many rate samples a :class:`WaitState` keeps for the ETA (a sliding window of the last
+#: changes in the number of complete jobs, plus the oldest kept one as the window's start).
 MAX_RATE_SAMPLES = 12
 #: How long a processing dataset may miss jobs with nothing to run before the wait calls it stuck.
 MATERIALIZATION_STALL_SECONDS = 3600.0
+#: Seconds between "still waiting" heartbeat lines while nothing changes. A progress line is logged
+#: whenever the status or a job or task count changes, and otherwise only this often.
+HEARTBEAT_SECONDS = 30 * 60
+#: How far one ETA may rise above the previous one (counted down by the time since): this share
+#: of it, or :data:`ETA_MIN_SLACK` seconds, whichever is more. Falls are never limited.
+ETA_MAX_RISE = 0.25
+ETA_MIN_SLACK = 60.0
 
 
 # --------------------------------------------------------------------------------------------- options
@@ -140,9 +148,12 @@ class WaitOptions:
 class WaitState:
     """What a wait remembers between polls; plain values so it survives serialization.
 
-    ``stall_count``: consecutive polls that looked stalled. ``samples``: ``[time, tasks_complete]``
-    pairs (a sliding window) for the ETA. ``polls``: polls that had task counts. ``error_count``:
-    consecutive polls that failed with a transient error.
+    ``stall_count``: consecutive polls that looked stalled. ``samples``: ``[time, jobs_complete]``
+    pairs, one per change in the number of complete jobs (a sliding window), for the ETA.
+    ``polls``: polls that had counts. ``error_count``: consecutive polls that failed with a
+    transient error. ``eta``: ``[time, seconds]`` of the last ETA (limits how far the next may
+    rise). ``last_key``/``last_logged``: what the last progress line showed and when (the log
+    gets a line only when that changes, or a heartbeat every :data:`HEARTBEAT_SECONDS`).
     """
 
     stall_count: int = 0
@@ -150,6 +161,9 @@ class WaitState:
     polls: int = 0
     error_count: int = 0
     idle_since: float | None = None  # when a processing dataset was first seen missing jobs, idle
+    eta: list[float] = field(default_factory=list)
+    last_key: str = ""
+    last_logged: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -157,6 +171,9 @@ class WaitState:
             "samples": [[float(t), float(c)] for t, c in self.samples],
             "polls": self.polls,
             "error_count": self.error_count,
+            "eta": [float(v) for v in self.eta],
+            "last_key": self.last_key,
+            "last_logged": float(self.last_logged),
         }
         if self.idle_since is not None:
             out["idle_since"] = float(self.idle_since)
@@ -167,30 +184,63 @@ class WaitState:
         data = data or {}
         try:
             samples = [[float(t), float(c)] for t, c in data.get("samples") or []]
+            eta = [float(v) for v in data.get("eta") or []]
             return cls(
                 stall_count=int(data.get("stall_count", 0)),
                 samples=samples[-MAX_RATE_SAMPLES:],
                 polls=int(data.get("polls", 0)),
                 error_count=int(data.get("error_count", 0)),
                 idle_since=None if data.get("idle_since") is None else float(data["idle_since"]),
+                eta=eta if len(eta) == 2 else [],
+                last_key=str(data.get("last_key") or ""),
+                last_logged=float(data.get("last_logged") or 0.0),
             )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"wait_state is not a valid WaitState dict: {exc}") from None
 
-    def record_sample(self, now: float, tasks_complete: int) -> None:
-        if self.samples and self.samples[-1][1] > tasks_complete:
+    def record_sample(self, now: float, jobs_complete: int) -> None:
+        """Remember when the number of complete jobs changed (the first poll is the baseline)."""
+        if self.samples and self.samples[-1][1] > jobs_complete:
             self.samples.clear()  # counts went down (a reset): the old rate means nothing
-        self.samples.append([float(now), float(tasks_complete)])
+            self.eta.clear()
+        if self.samples and self.samples[-1][1] == jobs_complete:
+            return
+        self.samples.append([float(now), float(jobs_complete)])
         del self.samples[:-MAX_RATE_SAMPLES]
 
-    def rate(self) -> float | None:
-        """Tasks completed per second over the sample window, or None when unknown."""
+    def rate(self, now: float | None = None) -> float | None:
+        """Jobs completed per second over the window (up to ``now``), or None before any finished.
+
+        Measuring up to ``now`` rather than to the last completion makes a pause slow the rate
+        down gradually instead of leaving the ETA stale or unknown.
+        """
         if len(self.samples) < 2:
             return None
         (t0, c0), (t1, c1) = self.samples[0], self.samples[-1]
-        if t1 <= t0 or c1 <= c0:
+        end = max(t1, now if now is not None else t1)
+        if end <= t0 or c1 <= c0:
             return None
-        return (c1 - c0) / (t1 - t0)
+        return (c1 - c0) / (end - t0)
+
+    def update_eta(self, progress: DatasetProgress, now: float) -> None:
+        """Recompute the ETA at ``now``; a rise is limited (see :data:`ETA_MAX_RISE`)."""
+        rate = self.rate(now)
+        if rate is None:
+            return
+        remaining = max(progress.jobs_total - progress.jobs_complete, 0)
+        eta = remaining / rate
+        if self.eta:
+            then, previous = self.eta
+            expected = max(previous - (now - then), 0.0)
+            eta = min(eta, expected + max(ETA_MAX_RISE * expected, ETA_MIN_SLACK))
+        self.eta = [float(now), float(eta)]
+
+    def eta_at(self, now: float) -> float | None:
+        """The last ETA, counted down to ``now``; None before any job finished during the wait."""
+        if not self.eta:
+            return None
+        then, eta = self.eta
+        return max(eta - max(now - then, 0.0), 0.0)
 
 
 # --------------------------------------------------------------------------------------------- verdict
@@ -277,8 +327,9 @@ def evaluate(
     label = _label(progress)
     if counts_fresh:
         state.polls += 1
-        if progress.task_counts:
-            state.record_sample(now, progress.tasks_complete)
+        if progress.job_counts or progress.task_counts:
+            state.record_sample(now, progress.jobs_complete)
+            state.update_eta(progress, now)
 
     if status == "complete" and "complete" in options.target_states and jobs_fresh and counts_fresh:
         if progress.task_counts and tasks_pending(progress):
@@ -390,29 +441,60 @@ def _format_eta(seconds: float) -> str:
     return str(timedelta(seconds=round(seconds)))
 
 
-def eta_seconds(progress: DatasetProgress, state: WaitState) -> float | None:
-    rate = state.rate()
-    if rate is None:
-        return None
-    total = progress.tasks_submitted or sum(progress.task_counts.values())
-    remaining = max(total - progress.tasks_complete, 0)
-    return remaining / rate
+def eta_seconds(progress: DatasetProgress, state: WaitState, now: float | None = None) -> float | None:
+    """Seconds until all jobs are complete, or None before any job finished during the wait."""
+    del progress  # the ETA is kept up to date by evaluate(); kept for callers' convenience
+    return state.eta_at(time.time() if now is None else now)
 
 
 def describe_progress(progress: DatasetProgress, state: WaitState, now: float | None = None) -> str:
-    """One log line: ``jobs 3/10 complete, tasks {...}, 42.0%, ETA 0:12:00``."""
-    jobs = f"jobs {progress.jobs_complete}/{progress.jobs_submitted} complete"
+    """One log line: ``jobs 3/10 complete (30.0%), tasks {...}, ETA 0:12:00``."""
+    jobs = f"jobs {progress.jobs_complete}/{progress.jobs_total} complete ({progress.percent_complete:.1f}%)"
     if progress.task_counts:
         tasks = f"tasks {_counts_text(progress.task_counts)}"
     else:
         tasks = "no tasks materialized yet"
-    eta = eta_seconds(progress, state)
-    eta_text = f"ETA {_format_eta(eta)}" if eta is not None else "ETA unknown"
+    eta = state.eta_at(now if now is not None else time.time()) if state.eta else None
+    if eta is not None:
+        eta_text = f"ETA {_format_eta(eta)}"
+    elif progress.jobs_complete and state.samples:
+        eta_text = "ETA unknown (no job finished since the wait began)"
+    else:
+        eta_text = "ETA unknown (no job finished yet)"
     truncated = ", truncated" if progress.truncated else ""
+    return f"{_label(progress)} [{progress.status or '?'}{truncated}]: {jobs}, {tasks}, {eta_text}"
+
+
+def _progress_key(progress: DatasetProgress) -> str:
     return (
-        f"{_label(progress)} [{progress.status or '?'}{truncated}]: {jobs}, {tasks}, "
-        f"{progress.percent_complete:.1f}%, {eta_text}"
+        f"{progress.status}|{progress.truncated}|{progress.jobs_total}|"
+        f"{_counts_text(progress.job_counts)}|{_counts_text(progress.task_counts)}"
     )
+
+
+def progress_line(
+    progress: DatasetProgress,
+    state: WaitState,
+    now: float | None = None,
+    *,
+    force: bool = False,
+    heartbeat: float = HEARTBEAT_SECONDS,
+) -> str | None:
+    """The line to log after a poll, or None: lines come on changes, plus a heartbeat.
+
+    A line is due when the status or a count changed since the last line (or ``force``, e.g.
+    the wait ends), and otherwise every ``heartbeat`` seconds as "still waiting, no change ...".
+    """
+    now = time.time() if now is None else now
+    key = _progress_key(progress)
+    if force or key != state.last_key:
+        state.last_key, state.last_logged = key, now
+        return describe_progress(progress, state, now)
+    if now - state.last_logged >= heartbeat:
+        quiet = _format_eta(now - state.last_logged)
+        state.last_logged = now
+        return f"Still waiting, no change in the last {quiet}: {describe_progress(progress, state, now)}"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- events

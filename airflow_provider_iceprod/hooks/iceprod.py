@@ -60,17 +60,22 @@ class IceProdHook(ActionCalls):
         return await self._arun(flows.identity)
 
     def test_connection(self) -> tuple[bool, str]:
-        """One authenticated request: ``(True, "Authenticated as <user> (<groups>)")`` or ``(False, why)``."""
-        try:
-            return True, self._run(flows.connection_check)
-        except Exception as exc:
-            return False, str(exc) or type(exc).__name__
+        """One authenticated request: ``(True, "Authenticated as <user> (<groups>)")`` or ``(False, why)``.
+
+        Answers within 10 s (one attempt per request, short timeout); see
+        :mod:`airflow_provider_iceprod.connection_test`.
+        """
+        from airflow_provider_iceprod.connection_test import run_connection_test
+
+        return run_connection_test(self)
 
     async def atest_connection(self) -> tuple[bool, str]:
-        try:
-            return True, await self._arun(flows.connection_check)
-        except Exception as exc:
-            return False, str(exc) or type(exc).__name__
+        """:meth:`test_connection` off the event loop (same requests, same 10 s bound)."""
+        import asyncio
+
+        from airflow_provider_iceprod.connection_test import run_connection_test
+
+        return await asyncio.to_thread(run_connection_test, self)
 
     def dataset_url(self, dataset_id: str) -> str:
         """The dataset's page on the IceProd website (sync only: no I/O once the connection is read)."""

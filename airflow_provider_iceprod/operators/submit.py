@@ -373,7 +373,7 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         except IceProdTransientError as exc:
             self.log.warning("Could not check the dataset before deferring (%s); deferring anyway.", exc)
         else:
-            self.log.info("%s", waiting.describe_progress(progress, state))
+            self.log.info("%s", waiting.progress_line(progress, state, force=True))
             if verdict.done:
                 return self._finish(context, waiting.event_result(waiting.verdict_event(verdict, progress)))
         from airflow_provider_iceprod.triggers.dataset import IceProdDatasetTrigger

@@ -24,15 +24,16 @@ from airflow_provider_iceprod.exceptions import (
     IceProdPermissionError,
     IceProdTransientError,
 )
+from airflow_provider_iceprod.failure_logs import FAILED_OUTCOMES, log_failed_task_logs
 from airflow_provider_iceprod.hook_params import check_hook_params
 from airflow_provider_iceprod.wait_loop import count_transient_error, poll_once
 from airflow_provider_iceprod.waiting import (
     Verdict,
     WaitOptions,
     WaitState,
-    describe_progress,
     event_result,
     not_visible_error,
+    progress_line,
     verdict_event,
 )
 
@@ -180,7 +181,11 @@ class IceProdDatasetSensor(BaseSensorOperator):
         except IceProdTransientError as exc:
             count_transient_error(state, self.wait_options, exc, self.log)
             return None
-        self.log.info("%s", describe_progress(progress, state))
+        line = progress_line(progress, state, force=verdict.done)
+        if line:
+            self.log.info("%s", line)
+        if verdict.outcome in FAILED_OUTCOMES:
+            log_failed_task_logs(self.hook, dataset_id, self.log)
         return self._with_url(verdict, dataset_id), progress
 
     def poke(self, context: Context) -> bool | PokeReturnValue:

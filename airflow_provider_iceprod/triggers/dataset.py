@@ -26,16 +26,17 @@ from airflow_provider_iceprod.exceptions import (
     IceProdPermissionError,
     IceProdTransientError,
 )
+from airflow_provider_iceprod.failure_logs import FAILED_OUTCOMES, alog_failed_task_logs
 from airflow_provider_iceprod.hook_params import check_hook_params, plain_hook_params
 from airflow_provider_iceprod.version_compat import AIRFLOW_V_3_3_PLUS
 from airflow_provider_iceprod.waiting import (
     WaitOptions,
     WaitState,
-    describe_progress,
     error_event,
     evaluate,
     make_event,
     not_visible_error,
+    progress_line,
     timeout_event,
     verdict_event,
     with_failed_task_names,
@@ -162,8 +163,9 @@ class IceProdDatasetTrigger(BaseTrigger):
                     counts_fresh=update.tasks_fresh,
                     jobs_fresh=update.jobs_fresh,
                 )
-                if update.tasks_fresh or verdict.done:
-                    self.log.info("%s", describe_progress(progress, self.state))
+                line = progress_line(progress, self.state, force=verdict.done)
+                if line:
+                    self.log.info("%s", line)
                 if not verdict.done:
                     continue
                 if verdict.outcome == "stalled":
@@ -173,6 +175,8 @@ class IceProdDatasetTrigger(BaseTrigger):
                         )
                     except Exception as exc:  # the names are a courtesy; the stall stands
                         self.log.warning("Could not fetch failed task names: %s", exc)
+                if verdict.outcome in FAILED_OUTCOMES:
+                    await alog_failed_task_logs(poller.hook, self.dataset_id, self.log)
                 return verdict_event(verdict, progress)
         finally:
             poller.unsubscribe(sub)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from wait_helpers import TWO_TASKS
+from wait_helpers import TWO_TASKS, wait_until
 
 MODES = ["iceprod_test_wait_poke", "iceprod_test_wait_reschedule", "iceprod_test_wait_deferrable"]
 
@@ -78,3 +78,18 @@ def test_dataset_by_number_and_templated(wait_dags, ip):
     ti = _ti(dags.iceprod_test_wait_deferrable.test())
     assert ti.state == "success"
     assert ti.xcom_pull(task_ids="wait")["dataset_id"] == dataset_id
+
+
+@pytest.mark.parametrize("dag_id", ["iceprod_test_wait_poke", "iceprod_test_wait_deferrable"])
+def test_stalled_dataset_shows_the_failed_tasks_stderr_in_the_task_log(wait_dags, ip, stalled, dag_id, capfd):
+    dataset_id = stalled()
+    wait_until(lambda: any(t["status"] == "failed" for t in ip.tasks(dataset_id)))
+    (task,) = [t for t in ip.tasks(dataset_id) if t["status"] == "failed"]
+    ip.store.add_log(dataset_id, task["task_id"], "stderr", "ImportError: No module named 'icecube'\n")
+    dags = wait_dags(dataset=dataset_id, poke=0.2, timeout=60, stall_polls=2)
+    ti = _ti(getattr(dags, dag_id).test())
+    assert ti.state == "failed"
+    out = capfd.readouterr()
+    log = out.out + out.err
+    assert f"IceProd logs of failed task generate (job 0, task {task['task_id']}):" in log
+    assert "ImportError: No module named 'icecube'" in log

@@ -38,7 +38,17 @@ def test_provider_info_declares_the_connection_form() -> None:
         "refresh_token",
         "actions_url",
         "website_url",
+        "refresh_token_saved_at",
     }
+    for field in conn["conn-fields"].values():
+        assert field["label"] and field["description"]
+    # Descriptions carry the defaults (Airflow's UI shows no placeholders for these fields).
+    assert (
+        "Empty: https://keycloak.icecube.wisc.edu/auth/realms/IceCube"
+        in conn["conn-fields"]["oauth_url"]["description"]
+    )
+    assert "Empty: https://iceprod.icecube.aq" in conn["conn-fields"]["website_url"]["description"]
+    assert "Empty: iceprod-public" in conn["conn-fields"]["client_id"]["description"]
     assert conn["conn-fields"]["refresh_token"]["schema"]["format"] == "password"
     # Airflow hides every extra whose name contains "token": the issuer must not be called token_url.
     assert "token_url" not in conn["conn-fields"]
@@ -63,7 +73,8 @@ def test_providers_manager_sees_the_conn_type() -> None:
     manager = ProvidersManager()
     assert "airflow-provider-iceprod" in manager.providers
     behaviour = manager.field_behaviours["iceprod"]
-    assert behaviour["hidden_fields"] == ["schema", "port", "login"]
+    # Port stays visible: Airflow 3.3's Test button posts port 0 for an empty one (then a 400).
+    assert behaviour["hidden_fields"] == ["schema", "login"]
     assert "extra__iceprod__oauth_url" in manager.connection_form_widgets
     hook = manager.hooks["iceprod"]
     assert hook is not None and hook.hook_class_name.endswith("IceProdHook")

@@ -79,3 +79,26 @@ def test_an_extra_that_is_not_a_json_object_is_named_as_the_problem(
     assert info.value.field == "extra"
     assert problem in str(info.value) and "'iceprod_broken'" in str(info.value)
     assert "abc" not in str(info.value)  # the extra may hold a token: never echoed
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "api_url"),
+    [
+        (None, None, "https://api.iceprod.icecube.aq"),
+        (None, 443, "https://api.iceprod.icecube.aq"),
+        ("http://127.0.0.1:5000", 5000, "http://127.0.0.1:5000"),
+        ("api.example.org", 8443, "https://api.example.org:8443"),
+        ("http://h.example.org", "80", "http://h.example.org"),
+    ],
+)
+def test_port_field_combines_with_the_api_url(host, port, api_url) -> None:
+    settings = ConnectionSettings.from_fields("c", host, None, {}, port)
+    assert settings.api_url == api_url
+    assert settings.api_port == (int(port) if port else 443)
+
+
+@pytest.mark.parametrize("port", [443, "x", 70000])
+def test_port_field_that_disagrees_is_a_config_error(port) -> None:
+    with pytest.raises(IceProdConfigError) as err:
+        ConnectionSettings.from_fields("c", "http://127.0.0.1:5000", None, {}, port)
+    assert err.value.field == "port"

@@ -194,7 +194,15 @@ def test_serialize_is_plain_and_exact():
         "deadline": 1767225600.0,
         "hook_params": HOOK_PARAMS,
         "cancel_on_kill": True,
-        "wait_state": {"stall_count": 2, "samples": [[1.0, 4.0]], "polls": 7, "error_count": 0},
+        "wait_state": {
+            "stall_count": 2,
+            "samples": [[1.0, 4.0]],
+            "polls": 7,
+            "error_count": 0,
+            "eta": [],
+            "last_key": "",
+            "last_logged": 0.0,
+        },
     }
     rebuilt = import_string(classpath)(**kwargs)
     assert rebuilt.serialize() == (classpath, kwargs)
