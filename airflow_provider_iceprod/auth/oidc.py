@@ -192,7 +192,7 @@ class OIDCClient:
             return _final(
                 IceProdTransientError(
                     f"IceProd connection {self.conn_id!r}: the OpenID issuer at {self.issuer} (the "
-                    f"connection's oauth_url) could not be reached for its discovery document ({detail}). "
+                    f"connection's oauth_url) could not be reached for its discovery document {url} ({detail}). "
                     "It may be down or restarting; try again later.",
                     status_code=exc.status_code,
                     retry_after=exc.retry_after,
