@@ -1,20 +1,18 @@
-"""The subcommands: ``login``, ``status``, ``refresh`` and ``logout``."""
+"""The subcommands ``status``, ``refresh`` and ``logout`` (``login`` is in :mod:`.login`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
-from airflow_provider_iceprod.cli.common import CONN_TYPE, EXIT_OK, CliError, cli_retry
-from airflow_provider_iceprod.cli.output import Countdown, ago, show_device_code, span, when
+from airflow_provider_iceprod.cli.common import EXIT_OK, CliError, cli_retry
+from airflow_provider_iceprod.cli.output import ago, span, when
 from airflow_provider_iceprod.cli.stores import (
     AirflowRestApi,
     MetadataDb,
-    StoredConnection,
     airflow_store,
     read_connection,
 )
@@ -24,107 +22,22 @@ if TYPE_CHECKING:
     from airflow_provider_iceprod.auth.provider import TokenStatus
 
 
-def _login_connection(args: argparse.Namespace, existing: StoredConnection | None) -> StoredConnection:
-    """The connection to write: existing fields, overridden by the command line, validated."""
-    conn = existing or StoredConnection(conn_id=args.conn_id)
-    conn.extra = dict(conn.extra)
-    if args.api_url:
-        conn.host = args.api_url
-    overrides = {
-        "oauth_url": args.oauth_url,
-        "client_id": args.client_id,
-        "actions_url": args.actions_url,
-        "website_url": args.website_url,
-    }
-    for key, value in overrides.items():
-        if value:
-            conn.extra[key] = value
-    conn.conn_type = CONN_TYPE
-    settings = conn.settings()  # validates every URL before any side effect
-    conn.host = settings.api_url
-    conn.extra["oauth_url"] = settings.oauth_url
-    conn.extra["client_id"] = settings.client_id
-    return conn
-
-
-def cmd_login(args: argparse.Namespace, out: TextIO) -> int:
-    from airflow_provider_iceprod.auth.oidc import OIDCClient
-    from airflow_provider_iceprod.auth.state import variable_name
-    from airflow_provider_iceprod.auth.tokens import identity_from_claims
-
-    store = None if args.print else airflow_store(args)
-    existing = None
-    if store is not None:
-        store.check()
-        existing = store.get(args.conn_id)
-    conn = _login_connection(args, existing)
-    settings = conn.settings()
-    env_name = f"AIRFLOW_CONN_{args.conn_id.upper()}"
-    if store is not None and env_name in os.environ:
-        print(
-            f"Note: ${env_name} is set in this environment; Airflow reads it before the connection saved "
-            f"via the {store.name}. Unset it where tasks run, or use --print to update it.",
-            file=sys.stderr,
-        )
-    if settings.client_secret:
-        print(
-            f"Note: connection {args.conn_id!r} has a client secret (password); the provider uses the "
-            "client-credentials grant while it is set, not this login.",
-            file=sys.stderr,
-        )
-
-    oidc = OIDCClient(settings.oauth_url, settings.client_id, retry=cli_retry(), conn_id=args.conn_id)
-    auth = oidc.start_device_authorization("offline_access")
-    show_device_code(auth, qr=not args.no_qr, out=out)
-    countdown = Countdown(out)
-    try:
-        grant = oidc.poll_device_token(auth, on_tick=countdown)
-    finally:
-        countdown.done()
-    assert grant.refresh_token is not None
-    if grant.access_token is not None:
-        who = identity_from_claims(grant.access_token.claims)
-        groups = ", ".join(who.groups) or "no groups"
-        print(f"Logged in as {who.username or 'an unnamed user'} ({groups}).", file=out)
-
-    conn.extra["refresh_token"] = grant.refresh_token
-    conn.extra["refresh_token_saved_at"] = time.time()
-    if args.print:
-        print(_render_connection(conn, args.print), file=out)
-        print(
-            f"Store this as connection {args.conn_id!r} (e.g. AIRFLOW_CONN_{args.conn_id.upper()}) in a "
-            "secrets backend; it contains the refresh token, so keep it secret.",
-            file=sys.stderr,
-        )
-        return EXIT_OK
-    assert store is not None
-    store.put(conn)
-    store.delete_variable(variable_name(args.conn_id))  # an older overlay must not shadow this login
-    print(f"Saved the refresh token to connection {args.conn_id!r} via the {store.name}.", file=out)
-    return EXIT_OK
-
-
-def _render_connection(conn: StoredConnection, form: str) -> str:
-    if form == "json":
-        return json.dumps({"conn_type": conn.conn_type, "host": conn.host, "extra": conn.extra})
-    from airflow.models import Connection
-
-    return str(
-        Connection(
-            conn_id=conn.conn_id, conn_type=conn.conn_type, host=conn.host, extra=json.dumps(conn.extra)
-        ).get_uri()
-    )
-
-
 def _provider_for(args: argparse.Namespace) -> tuple[Any, CliTokenStateStore]:
+    """The token machinery of the connection, as every other process uses it (overlay in the DB).
+
+    Both ``status`` and ``refresh`` may refresh: with rotating refresh tokens that writes the overlay.
+    """
     from airflow_provider_iceprod.auth.provider import TokenProvider
 
     db = MetadataDb()
     conn = read_connection(args.conn_id, db)
     settings = conn.settings()
-    store = CliTokenStateStore(conn, db)
+    store = CliTokenStateStore(conn)
     provider = TokenProvider(
-        settings, retry=cli_retry(), state_store=store if settings.refresh_token else None
+        settings,
+        retry=cli_retry(),
+        state_store=store if settings.refresh_token else None,
+        reload=lambda: read_connection(args.conn_id, db).settings(),
     )
     return provider, store
 

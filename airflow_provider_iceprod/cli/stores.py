@@ -107,17 +107,6 @@ class MetadataDb:
             row = session.scalar(select(Variable).where(Variable.key == key))
             return None if row is None else row.val
 
-    def set_variable(self, key: str, value: str, description: str) -> None:
-        from airflow.models import Variable
-        from sqlalchemy import select
-
-        with self._session() as session:
-            row = session.scalar(select(Variable).where(Variable.key == key))
-            if row is None:
-                session.add(Variable(key=key, val=value, description=description))
-            else:
-                row.val = value
-
     def delete_variable(self, key: str) -> bool:
         from airflow.models import Variable
         from sqlalchemy import delete
