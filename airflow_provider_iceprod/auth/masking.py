@@ -24,9 +24,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-#: Secrets kept masked per credential: the current and the previous access and refresh tokens, plus the
-#: raw overlay value(s) Airflow masks when the Task SDK reads the overlay Variable.
-KEEP_PER_CREDENTIAL = 6
+#: Secrets kept masked per credential: the current and the previous access and refresh tokens.
+KEEP_PER_CREDENTIAL = 4
 
 
 def _masker() -> Any:

@@ -38,6 +38,7 @@ from airflow_provider_iceprod.transport import RetrySettings
 if TYPE_CHECKING:
     import asyncio
 
+    from airflow_provider_iceprod.hooks.rest_client import ConnectionRestClient
     from airflow_provider_iceprod.transport import BearerSource, Transport
 
 __all__ = ["IceProdActionTimeoutError", "IceProdHook"]
@@ -159,6 +160,35 @@ class IceProdHook(BaseHook):
         from airflow_provider_iceprod.auth.provider import TokenProvider
 
         return TokenProvider(self.settings, retry=self.retry_settings)
+
+    def get_conn(self) -> ConnectionRestClient:
+        """IceProd's own client, ``rest_tools.client.RestClient``, for the connection's API URL, with its
+        token from this hook's token machinery (see :mod:`airflow_provider_iceprod.hooks.rest_client`).
+        """
+        from airflow_provider_iceprod.hooks.rest_client import ConnectionRestClient
+
+        return ConnectionRestClient(self.settings.api_url, self.token_provider, self.retry_settings)  # type: ignore[arg-type]
+
+    async def aget_conn(self) -> ConnectionRestClient:
+        """:meth:`get_conn` for async code: resolves the connection without blocking the event loop."""
+        await self.aget_settings()
+        return self.get_conn()
+
+    def run(
+        self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None
+    ) -> Any:
+        """Call any IceProd route (also one the hook does not wrap) through the provider's transport:
+        retries, error mapping, the 403 refresh, and no blind re-send of a non-idempotent request.
+        ``path`` is relative to the API URL (or an absolute URL). Returns the decoded JSON answer.
+        """
+        return self._transports[api.API].request(method, path, params=params, json=json)
+
+    async def arun(
+        self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None
+    ) -> Any:
+        """The async form of :meth:`run`."""
+        await self.aget_settings()
+        return await self._transports[api.API].arequest(method, path, params=params, json=json)
 
     @cached_property
     def _transports(self) -> dict[str, Transport]:
