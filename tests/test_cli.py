@@ -278,15 +278,19 @@ def test_status_refresh_logout(ip: LocalIceProd, env: dict[str, str], capsys) ->
     assert "/institutions/IceCube/UW-Madison" in status.stdout
     assert "valid until" in status.stdout
     assert base not in status.stdout
-    # single-use: status refreshed once and saved the rotated token in the connection and overlay
-    stored = db_connection(conn_id)["extra"]["refresh_token"]
+    # single-use: status refreshed once (it is not read-only) and saved the rotated token in the
+    # overlay; the connection keeps the login
+    def overlay_token() -> str:
+        return json.loads(db_variable(f"iceprod_token_state__{conn_id}"))["refresh_token"]
+
+    stored = overlay_token()
     assert stored != base and ip.refresh_token_is_valid(stored)
-    assert json.loads(db_variable(f"iceprod_token_state__{conn_id}"))["refresh_token"] == stored
+    assert db_connection(conn_id)["extra"]["refresh_token"] == base
 
     refresh = cli(["refresh", "--conn-id", conn_id], capsys)
     assert refresh.returncode == 0, refresh.stderr
     assert "Refreshed: bob" in refresh.stdout and "rotated" in refresh.stdout
-    newest = db_connection(conn_id)["extra"]["refresh_token"]
+    newest = overlay_token()
     assert newest != stored and ip.refresh_token_is_valid(newest)
     for secret in (base, stored, newest):
         assert secret not in status.stdout + status.stderr + refresh.stdout + refresh.stderr
@@ -294,7 +298,7 @@ def test_status_refresh_logout(ip: LocalIceProd, env: dict[str, str], capsys) ->
     as_json = json.loads(cli(["status", "--conn-id", conn_id, "--json"], capsys).stdout)
     assert as_json["username"] == "bob" and as_json["credential"] == "refresh_token"
 
-    latest = db_connection(conn_id)["extra"]["refresh_token"]
+    latest = overlay_token()
     logout = cli(["logout", "--conn-id", conn_id], capsys)
     assert logout.returncode == 0, logout.stderr
     assert not ip.refresh_token_is_valid(latest)  # revoked at the issuer

@@ -34,17 +34,24 @@ def _masker() -> Any:
     return _secrets_masker()
 
 
-def _tell_supervisor(secret: str) -> None:
-    """Mask in the task supervisor too (tasks only: it writes the task's log)."""
-    try:
-        from airflow.sdk.execution_time import task_runner
-        from airflow.sdk.execution_time.comms import MaskSecret
+def _supervisor() -> Any:
+    """The task supervisor's comms, which also masks (it writes the task's log); None elsewhere.
 
-        comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
-        if comms is not None and not _in_triggerer():
-            comms.send(MaskSecret(value=secret, name=None))
-    except Exception:
-        log.debug("Could not register a token with the supervisor's masker", exc_info=True)
+    Not in the triggerer: its trigger process redacts log lines itself, and its supervisor lives as
+    long as the triggerer, so telling it every token would grow its masker without bound again.
+    """
+    if _in_triggerer():
+        return None
+    import sys
+
+    runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
+    return getattr(runner, "SUPERVISOR_COMMS", None)
+
+
+def _mask_message(secret: str) -> Any:
+    from airflow.sdk.execution_time.comms import MaskSecret
+
+    return MaskSecret(value=secret, name=None)
 
 
 def _in_triggerer() -> bool:
@@ -67,14 +74,35 @@ class MaskRegistry:
 
     def register(self, key: Hashable, secrets: Iterable[str | None]) -> None:
         """Mask ``secrets`` for credential ``key`` and unmask its secrets beyond the newest ``keep``."""
+        comms = _supervisor()
+        for secret in self._register_here(key, secrets):
+            try:
+                if comms is not None:
+                    comms.send(_mask_message(secret))
+            except Exception:
+                log.debug("Could not register a token with the supervisor's masker", exc_info=True)
+
+    async def aregister(self, key: Hashable, secrets: Iterable[str | None]) -> None:
+        """:meth:`register` with the regex rebuilt in a worker thread, never on the event loop."""
+        added = await asyncio.to_thread(self._register_here, key, list(secrets))
+        comms = _supervisor()
+        for secret in added:
+            try:
+                if comms is not None:
+                    await comms.asend(_mask_message(secret))
+            except Exception:
+                log.debug("Could not register a token with the supervisor's masker", exc_info=True)
+
+    def _register_here(self, key: Hashable, secrets: Iterable[str | None]) -> list[str]:
+        """Edit this process's masker; returns the secrets that were new."""
         new = [s for s in secrets if s]
         if not new:
-            return
+            return []
         try:
             masker = _masker()
         except Exception:  # masking must never break authentication
             log.debug("No secret masker available", exc_info=True)
-            return
+            return []
         with self._lock:
             live = self._live.setdefault(key, OrderedDict())
             added = [s for s in new if s not in live]
@@ -89,12 +117,7 @@ class MaskRegistry:
             if not self._edit(masker, added, evicted):
                 for secret in added:
                     masker.add_mask(secret)
-        for secret in added:
-            _tell_supervisor(secret)
-
-    async def aregister(self, key: Hashable, secrets: Iterable[str | None]) -> None:
-        """:meth:`register` in a worker thread: rebuilding the masker's regex never blocks the loop."""
-        await asyncio.to_thread(self.register, key, list(secrets))
+        return added
 
     @staticmethod
     def _patterns(masker: Any, secrets: Iterable[str]) -> set[str]:

@@ -1,8 +1,9 @@
 """Token records, unverified JWT claim decoding and secret masking.
 
 Nothing here does I/O. Every record that holds a secret hides it from ``repr``; callers register
-each token with Airflow's secret masker through :func:`mask_token` / :func:`amask_token` as soon as
-it exists.
+each token with Airflow's secret masker as soon as it exists (the provider through
+:mod:`~airflow_provider_iceprod.auth.masking`, bounded per credential; one-off callers through
+:func:`mask_token`).
 """
 
 from __future__ import annotations
@@ -201,16 +202,4 @@ def mask_token(value: str | None) -> None:
 
         mask_secret(value)
     except Exception:  # masking must never break authentication
-        log.debug("Could not register a token with the secret masker", exc_info=True)
-
-
-async def amask_token(value: str | None) -> None:
-    """Async form of :func:`mask_token` for triggers (never blocks the event loop)."""
-    if not value:
-        return
-    try:
-        from airflow.sdk.log import amask_secret
-
-        await amask_secret(value)
-    except Exception:
         log.debug("Could not register a token with the secret masker", exc_info=True)
