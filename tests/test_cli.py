@@ -278,6 +278,7 @@ def test_status_refresh_logout(ip: LocalIceProd, env: dict[str, str], capsys) ->
     assert "/institutions/IceCube/UW-Madison" in status.stdout
     assert "valid until" in status.stdout
     assert base not in status.stdout
+
     # single-use: status refreshed once (it is not read-only) and saved the rotated token in the
     # overlay; the connection keeps the login
     def overlay_token() -> str:
@@ -329,11 +330,20 @@ def test_status_of_a_missing_connection(env: dict[str, str], capsys) -> None:
 
 def test_token_endpoint_down_is_retried_then_exit_4(ip: LocalIceProd, env: dict[str, str], capsys) -> None:
     put_db_connection(ip, "iceprod_down")
-    ip.faults.add(r"/protocol/openid-connect/token", status=502)
+    ip.faults.add(r"/protocol/openid-connect/token", status=503)  # overloaded: nothing was processed
     proc = cli(["refresh", "--conn-id", "iceprod_down"], capsys)
     assert proc.returncode == 4, proc.stderr
     assert "kept failing" in proc.stderr
     assert ip.counters.matching("openid-connect/token") == 4  # 1 + 3 retries, then a clear error
+
+
+def test_a_lost_refresh_answer_is_not_re_sent_exit_4(ip: LocalIceProd, env: dict[str, str], capsys) -> None:
+    put_db_connection(ip, "iceprod_lost")
+    ip.faults.add(r"/protocol/openid-connect/token", status=502)  # the grant may have been processed
+    proc = cli(["refresh", "--conn-id", "iceprod_lost"], capsys)
+    assert proc.returncode == 4, proc.stderr
+    assert "was lost" in proc.stderr and "not re-sent" in proc.stderr
+    assert ip.counters.matching("openid-connect/token") == 1
 
 
 def test_local_server_is_delegated(capsys) -> None:
