@@ -43,7 +43,7 @@ test: lint typecheck unit docs
 # here, so the import-cost benchmark can put its operator module side by side with ours.
 bench: install
 	$(BIN)/uv pip install --quiet --python $(BIN)/python apache-airflow-providers-dbt-cloud || true
-	for b in import_cost standin_throughput hook_throughput token_grants trigger_scale; do \
+	for b in import_cost standin_throughput hook_throughput token_grants trigger_scale event_watchers; do \
 	  PATH="$(BIN):$$PATH" $(BIN)/python benchmarks/$$b.py --write docs/performance.md || exit 1; \
 	done
 

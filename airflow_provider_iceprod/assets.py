@@ -15,13 +15,23 @@ An Asset lets a downstream DAG be scheduled on "this IceProd dataset is complete
 
 A submitted dataset gets its number only at run time; the operators then emit the event through an
 ``AssetAlias`` (``asset_alias="..."``), and a consumer schedules on that alias.
+
+Datasets submitted outside Airflow (the website, IceProd's scripts, another group) are watched
+with :func:`iceprod_dataset_asset`: an Asset with an ``AssetWatcher`` whose trigger emits an event
+for each matching dataset that finishes::
+
+    FINISHED = iceprod_dataset_asset("iceprod_default", group="simprod", description="IceCube-2026*")
+
+    @dag(schedule=[FINISHED])
+    def process(): ...
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from airflow_provider_iceprod.exceptions import IceProdConfigError
 
@@ -95,3 +105,50 @@ def asset_event_extra(dataset_id: str, dataset: int, url: str, status: str, **mo
     extra: dict[str, Any] = {"dataset_id": dataset_id, "dataset": dataset, "url": url, "status": status}
     extra.update(more)
     return extra
+
+
+def iceprod_dataset_asset(
+    iceprod_conn_id: str = "iceprod_default",
+    *,
+    status: str | Iterable[str] = "complete",
+    group: str | Iterable[str] | None = None,
+    owner: str | Iterable[str] | None = None,
+    description: str | None = None,
+    datasets: Iterable[int] | None = None,
+    poll_interval: float = 60.0,
+    replay_since: str | datetime | None = None,
+    name: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Asset:
+    """An ``Asset`` that gets an event whenever a matching IceProd dataset enters ``status``.
+
+    The asset carries an ``AssetWatcher`` running
+    :class:`~airflow_provider_iceprod.triggers.events.IceProdDatasetEventTrigger` (arguments as
+    there) in the triggerer; schedule a DAG on it. Its URI is
+    ``iceprod://<conn id>/watch?<filter>``, which is also the default name. Bad arguments raise
+    ``ValueError`` when the DAG file is parsed.
+    """
+    from airflow.sdk import Asset, AssetWatcher
+
+    from airflow_provider_iceprod.triggers.events import IceProdDatasetEventTrigger
+
+    trigger = IceProdDatasetEventTrigger(
+        iceprod_conn_id,
+        status=status,
+        group=group,
+        owner=owner,
+        description=description,
+        datasets=datasets,
+        poll_interval=poll_interval,
+        replay_since=replay_since,
+    )
+    query = {
+        k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in trigger.filter.to_dict().items()
+    }
+    uri = f"{ASSET_SCHEME}://{iceprod_conn_id}/watch?" + urlencode(
+        {k: v for k, v in query.items() if v is not None}, safe="*,?[]"
+    )
+    watcher = AssetWatcher(
+        name=f"iceprod_watch_{trigger.filter.fingerprint(iceprod_conn_id)}", trigger=trigger
+    )
+    return Asset(name=name or uri, uri=uri, group=ASSET_GROUP, extra=dict(extra or {}), watchers=[watcher])

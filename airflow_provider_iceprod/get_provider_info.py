@@ -67,7 +67,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "IceProd",
-                "python-modules": ["airflow_provider_iceprod.triggers.dataset"],
+                "python-modules": [
+                    "airflow_provider_iceprod.triggers.dataset",
+                    "airflow_provider_iceprod.triggers.events",
+                ],
             }
         ],
     }

@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from airflow_provider_iceprod.triggers.dataset import IceProdDatasetTrigger
+    from airflow_provider_iceprod.triggers.events import IceProdDatasetEventTrigger
 
-__all__ = ["IceProdDatasetTrigger"]
+__all__ = ["IceProdDatasetEventTrigger", "IceProdDatasetTrigger"]
 
 
 def __getattr__(name: str) -> Any:
@@ -15,4 +16,8 @@ def __getattr__(name: str) -> Any:
         from airflow_provider_iceprod.triggers.dataset import IceProdDatasetTrigger
 
         return IceProdDatasetTrigger
+    if name == "IceProdDatasetEventTrigger":
+        from airflow_provider_iceprod.triggers.events import IceProdDatasetEventTrigger
+
+        return IceProdDatasetEventTrigger
     raise AttributeError(name)

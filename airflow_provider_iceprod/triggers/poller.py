@@ -1,7 +1,9 @@
 """One shared poller per (connection, event loop): many dataset waits, about one request per interval.
 
 Every :class:`~airflow_provider_iceprod.triggers.dataset.IceProdDatasetTrigger` in a triggerer
-subscribes here instead of polling IceProd itself. Each poll interval the poller:
+subscribes here instead of polling IceProd itself, and every
+:class:`~airflow_provider_iceprod.triggers.events.IceProdDatasetEventTrigger` (an asset watcher)
+registers a *feed* that receives the same list answer. Each poll interval the poller:
 
 1. lists every waited-on dataset with **one** ``GET /datasets`` (``keys`` projection, ``status``
    filter ``processing|suspended|errors`` and, once the owners are known, a ``users`` filter), so
@@ -13,6 +15,8 @@ subscribes here instead of polling IceProd itself. Each poll interval the poller
    oldest counts first (round robin), each at most once per its own poll interval. A dataset
    whose tasks are all complete also gets ``job_counts/status`` (the cron-independent success
    check) in the same interval;
+   Feeds get this complete list too, on their first interval, after a dataset left the active
+   list (it completed), and every :data:`RECONCILE_EVERY` intervals;
 4. for a dataset whose status ends a wait (``complete``, ``errors``, a target state, ...) fetches
    its final job and task counts once, a few at a time, so the final event carries them.
 
@@ -40,6 +44,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_iceprod.exceptions import IceProdError
@@ -52,7 +57,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Projection of the shared list request (IceProd always adds the id field).
-LIST_KEYS = ("dataset_id", "dataset", "status", "truncated", "jobs_submitted", "tasks_submitted", "username")
+LIST_KEYS = (
+    "dataset_id",
+    "dataset",
+    "status",
+    "truncated",
+    "jobs_submitted",
+    "tasks_submitted",
+    "username",
+    "group",
+    "description",
+    "start_date",
+)
 #: Statuses listed every interval; ``complete`` is asked for only when a dataset went missing.
 ACTIVE_STATUSES = ("processing", "suspended", "errors")
 #: Count requests (``task_counts``) per interval for running datasets.
@@ -61,13 +77,11 @@ DEFAULT_COUNT_BUDGET = 4
 YIELD_EVERY = 100
 #: Concurrent requests for final counts of finishing datasets.
 FINISH_CONCURRENCY = 4
-
-
-def build_hook(conn_id: str, retry: Mapping[str, Any] | None, *, poll_interval: float = 5.0) -> IceProdHook:
-    """An ``IceProdHook`` from plain retry numbers (``RetrySettings.to_dict()``). No I/O."""
-    from airflow_provider_iceprod.hooks.iceprod import IceProdHook
-
-    return IceProdHook(conn_id, retry_args=dict(retry) if retry else None, poll_interval=poll_interval)
+#: Feeds (event watchers) also get the ``status=complete`` list at least every this many ticks, for
+#: datasets created and completed between two lists (IceProd's crons make that rare).
+RECONCILE_EVERY = 30
+#: Final counts remembered for event watchers (one fetch per dataset and status, however many watch).
+FINAL_COUNTS_KEPT = 256
 
 
 @dataclass
@@ -97,6 +111,37 @@ class Subscription:
 
 
 @dataclass
+class Listing:
+    """What a feed gets each interval: the shared list answer, or the error that prevented it.
+
+    ``active``: every listed ``processing|suspended|errors`` row (of the poller's filter, a superset
+    of each feed's); ``complete``: the ``status=complete`` rows when they were listed this interval.
+    """
+
+    active: dict[str, dict[str, Any]] | None = None
+    complete: dict[str, dict[str, Any]] | None = None
+    error: BaseException | None = None
+
+
+@dataclass(eq=False)
+class Feed:
+    """An event watcher registered with the poller (see :meth:`DatasetPoller.watch`).
+
+    ``users``/``groups``: the owners/groups it needs (``None``: any); the shared list is filtered
+    only on a field every subscriber constrains.
+    """
+
+    users: frozenset[str] | None
+    groups: frozenset[str] | None
+    interval: float
+    queue: asyncio.Queue[Listing] = field(default_factory=asyncio.Queue)
+    fresh: bool = True  # gets the complete list on its first tick
+
+    async def get(self) -> Listing:
+        return await self.queue.get()
+
+
+@dataclass
 class _Tracked:
     """What the poller knows about one dataset (shared by every subscription to it)."""
 
@@ -121,17 +166,20 @@ class DatasetPoller:
         conn_id: str,
         loop: asyncio.AbstractEventLoop,
         *,
-        retry: Mapping[str, Any] | None = None,
+        hook_params: Mapping[str, Any] | None = None,
         count_budget: int = DEFAULT_COUNT_BUDGET,
     ) -> None:
         self.conn_id = conn_id
         self.count_budget = count_budget
         self._loop = loop
-        self._retry = dict(retry or {})
+        self._hook_params = dict(hook_params or {})
         self._subs: dict[str, list[Subscription]] = {}
+        self._feeds: list[Feed] = []
+        self._listed: set[str] = set()  # ids of the last active list (feeds: who left it?)
+        self._since_complete = 0  # ticks since the last complete list
+        self._final: dict[tuple[str, str], asyncio.Task[tuple[dict[str, int], dict[str, int]]]] = {}
         self._tracked: dict[str, _Tracked] = {}
         self._task: asyncio.Task[None] | None = None
-        self._hook: IceProdHook | None = None
         self._finish_sem = asyncio.Semaphore(FINISH_CONCURRENCY)
         self._finishing: dict[str, asyncio.Task[None]] = {}  # final-count fetches in flight
         self._users: list[str] | None = None  # cached ``users`` filter (None: recompute)
@@ -147,9 +195,31 @@ class DatasetPoller:
         self._subs.setdefault(dataset_id, []).append(sub)
         self._tracked.setdefault(dataset_id, _Tracked())
         self._subscriptions_changed(dataset_id)
+        self._start()
+        return sub
+
+    def watch(
+        self, *, users: frozenset[str] | None = None, groups: frozenset[str] | None = None, interval: float
+    ) -> Feed:
+        """Register an event watcher: it gets every list answer (:class:`Listing`) of the poller."""
+        feed = Feed(users, groups, float(interval))
+        self._feeds.append(feed)
+        self._users = None
+        self._interval = min(self._interval, feed.interval)
+        self._start()
+        return feed
+
+    def unwatch(self, feed: Feed) -> None:
+        """Idempotent. The poller stops with its last subscriber or feed."""
+        if feed in self._feeds:
+            self._feeds.remove(feed)
+            self._users = None
+        if not self._subs and not self._feeds:
+            self._stop()
+
+    def _start(self) -> None:
         if self._task is None or self._task.done():
             self._task = self._loop.create_task(self._run(), name=f"iceprod-poller-{self.conn_id}")
-        return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         """Idempotent. The poller stops (and leaves the registry) with its last subscriber."""
@@ -162,7 +232,7 @@ class DatasetPoller:
                 del self._subs[sub.dataset_id]
                 self._tracked.pop(sub.dataset_id, None)
                 self._users = None
-        if not self._subs:
+        if not self._subs and not self._feeds:
             self._stop()
 
     def _subscriptions_changed(self, dataset_id: str) -> None:
@@ -179,20 +249,26 @@ class DatasetPoller:
     def subscribers(self) -> int:
         return sum(len(s) for s in self._subs.values())
 
+    @property
+    def feeds(self) -> int:
+        return len(self._feeds)
+
     def _stop(self) -> None:
         _forget(self)
         task, self._task = self._task, None
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
-        for finishing in list(self._finishing.values()):
+        for finishing in [*self._finishing.values(), *self._final.values()]:
             finishing.cancel()
 
     # --------------------------------------------------------------------------------------- hook
 
+    @cached_property
     def hook(self) -> IceProdHook:
-        if self._hook is None:
-            self._hook = build_hook(self.conn_id, self._retry)
-        return self._hook
+        """The one hook every subscriber shares (built on first use; no I/O)."""
+        from airflow_provider_iceprod.hooks.iceprod import IceProdHook
+
+        return IceProdHook(self.conn_id, **self._hook_params)
 
     def _count(self, kind: str, n: int = 1) -> None:
         self.requests[kind] = self.requests.get(kind, 0) + n
@@ -201,16 +277,42 @@ class DatasetPoller:
         """Per-name task counts (for the names of failed tasks in a stall message)."""
         async with self._finish_sem:
             self._count("by_name")
-            return await self.hook().atask_counts_by_name(dataset_id)
+            return await self.hook.atask_counts_by_name(dataset_id)
+
+    async def final_counts(self, dataset_id: str, status: str) -> tuple[dict[str, int], dict[str, int]]:
+        """Job and task counts of a dataset that reached ``status``, fetched once for all watchers."""
+        key = (dataset_id, status)
+        task = self._final.get(key)
+        if task is None:
+            task = self._loop.create_task(self._fetch_final(dataset_id))
+            task.add_done_callback(functools.partial(self._final_done, key))
+            self._final[key] = task
+            while len(self._final) > FINAL_COUNTS_KEPT:
+                del self._final[next(iter(self._final))]
+        return await asyncio.shield(task)
+
+    def _final_done(self, key: tuple[str, str], task: asyncio.Task[Any]) -> None:
+        failed = task.cancelled() or task.exception() is not None
+        if failed and self._final.get(key) is task:  # the next watcher asks again
+            del self._final[key]
+
+    async def _fetch_final(self, dataset_id: str) -> tuple[dict[str, int], dict[str, int]]:
+        hook = self.hook
+        async with self._finish_sem:
+            self._count("job_counts")
+            self._count("task_counts")
+            jobs, tasks = await asyncio.gather(hook.ajob_counts(dataset_id), hook.atask_counts(dataset_id))
+        return dict(jobs), dict(tasks)
 
     # --------------------------------------------------------------------------------------- loop
 
     async def _run(self) -> None:
         try:
-            await self.hook().aget_settings()
+            await self.hook.aget_settings()
         except Exception as exc:  # the connection itself is broken: every wait ends with it
             self._deliver_error(set(self._subs), exc)
-        while self._subs:
+            self._deliver_feeds(Listing(error=exc))
+        while self._subs or self._feeds:
             started = time.monotonic()
             try:
                 await self._tick()
@@ -219,16 +321,18 @@ class DatasetPoller:
             except Exception as exc:  # never let one bad answer kill every wait silently
                 log.exception("IceProd poller for %s: poll failed", self.conn_id)
                 self._deliver_error(set(self._subs), exc)
+                self._deliver_feeds(Listing(error=exc))
             self.ticks += 1
-            self._interval = min((t.interval for t in self._tracked.values()), default=60.0)
+            intervals = [t.interval for t in self._tracked.values()] + [f.interval for f in self._feeds]
+            self._interval = min(intervals, default=60.0)
             elapsed = time.monotonic() - started
             await asyncio.sleep(max(self._interval - elapsed, 0.0))
 
     async def _tick(self) -> None:
         ids = set(self._subs)
-        if not ids:
+        if not ids and not self._feeds:
             return
-        hook = self.hook()
+        hook = self.hook
         rows = await self._list(hook, ids)
         if rows is None:
             return
@@ -278,7 +382,11 @@ class DatasetPoller:
         """The owners of the waited datasets (cached until the subscriptions change)."""
         if self._users is not None:
             return self._users
-        users = set()
+        users: set[str] = set()
+        for feed in self._feeds:
+            if feed.users is None:
+                return None  # a feed watches every owner
+            users |= feed.users
         for dataset_id in ids:
             row = self._tracked[dataset_id].row if dataset_id in self._tracked else None
             if not row or not row.get("username"):
@@ -287,22 +395,44 @@ class DatasetPoller:
         self._users = sorted(users)
         return self._users
 
+    def _groups_filter(self, ids: set[str]) -> list[str] | None:
+        """A ``groups`` filter only when nothing but feeds that each name their groups listen."""
+        if ids or not self._feeds or any(feed.groups is None for feed in self._feeds):
+            return None
+        return sorted(set().union(*(feed.groups or () for feed in self._feeds)))
+
+    def _feeds_want_complete(self, listed: Mapping[str, Any]) -> bool:
+        """Feeds need the complete list: a new feed, a dataset left the active list, or a reconcile."""
+        if not self._feeds:
+            return False
+        left = bool(self._listed - set(listed))
+        return left or any(f.fresh for f in self._feeds) or self._since_complete >= RECONCILE_EVERY
+
     async def _list(self, hook: IceProdHook, ids: set[str]) -> dict[str, dict[str, Any]] | None:
         users = self._users_filter(ids)
+        groups = self._groups_filter(ids)
+        done: dict[str, dict[str, Any]] | None = None
         try:
             self._count("list")
             listed = await hook.alist_datasets(
-                status=list(ACTIVE_STATUSES), users=users, keys=list(LIST_KEYS)
+                status=list(ACTIVE_STATUSES), users=users, groups=groups, keys=list(LIST_KEYS)
             )
             rows = {d: listed[d] for d in ids if d in listed}
             missing = ids - set(rows)
-            if missing:
+            if missing or self._feeds_want_complete(listed):
                 self._count("list_complete")
-                done = await hook.alist_datasets(status=["complete"], users=users, keys=list(LIST_KEYS))
+                done = await hook.alist_datasets(
+                    status=["complete"], users=users, groups=groups, keys=list(LIST_KEYS)
+                )
                 rows.update({d: done[d] for d in missing if d in done})
         except Exception as exc:
             self._deliver_error(ids, exc)
+            self._deliver_feeds(Listing(error=exc))
             return None
+        if self._feeds:
+            self._listed = set(listed)
+            self._since_complete = 0 if done is not None else self._since_complete + 1
+            self._deliver_feeds(Listing(active=listed, complete=done))
         await asyncio.gather(*(self._lookup_missing(hook, d, rows) for d in ids - set(rows)))
         return rows
 
@@ -375,6 +505,12 @@ class DatasetPoller:
         for sub in self._subs.get(dataset_id, []):
             sub.queue.put_nowait(Update(progress, tasks_fresh, jobs_fresh))
 
+    def _deliver_feeds(self, listing: Listing) -> None:
+        for feed in self._feeds:
+            if listing.error is None:
+                feed.fresh = feed.fresh and listing.complete is None
+            feed.queue.put_nowait(listing)
+
     def _deliver_error(self, ids: set[str], exc: BaseException) -> None:
         for dataset_id in ids:
             for sub in self._subs.get(dataset_id, []):
@@ -423,11 +559,11 @@ def count_budget_setting() -> int:
 
 
 def get_poller(
-    conn_id: str, *, retry: Mapping[str, Any] | None = None, count_budget: int | None = None
+    conn_id: str, *, hook_params: Mapping[str, Any] | None = None, count_budget: int | None = None
 ) -> DatasetPoller:
     """The poller for ``conn_id`` on the running event loop (created on first use).
 
-    The first caller's ``retry`` settings and ``count_budget`` apply to the whole poller.
+    The first caller's ``hook_params`` and ``count_budget`` apply to the whole poller.
     """
     loop = asyncio.get_running_loop()
     key = (conn_id, id(loop))
@@ -435,7 +571,7 @@ def get_poller(
         poller = _pollers.get(key)
         if poller is None or poller._loop is not loop:
             budget = count_budget if count_budget is not None else count_budget_setting()
-            poller = DatasetPoller(conn_id, loop, retry=retry, count_budget=budget)
+            poller = DatasetPoller(conn_id, loop, hook_params=hook_params, count_budget=budget)
             _pollers[key] = poller
         return poller
 

@@ -35,7 +35,7 @@ class AirflowCluster:
     api_url: str
     log_dir: Path
 
-    def run_dag(self, dag_id: str, *, timeout: float = 240.0, extra_env: dict[str, str] | None = None) -> str:
+    def run_dag(self, dag_id: str, *, timeout: float = 600.0, extra_env: dict[str, str] | None = None) -> str:
         """Run one DAG with ``dag.test(use_executor=True)`` in a fresh process; return the run state."""
         script = (
             "import sys\n"

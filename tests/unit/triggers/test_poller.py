@@ -1,0 +1,120 @@
+"""The shared poller: many triggers on one connection cost about one list request per interval."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+from wait_helpers import ONE_TASK
+
+from airflow_provider_iceprod.triggers.dataset import IceProdDatasetTrigger
+from airflow_provider_iceprod.triggers.poller import active_pollers
+
+INTERVAL = 0.2
+DATA_ROUTES = r"^GET /datasets"  # every IceProd data request a wait makes
+
+
+def trigger(dataset_id: str, **options) -> IceProdDatasetTrigger:
+    return IceProdDatasetTrigger(
+        dataset_id,
+        wait_options={"poll_interval": INTERVAL, **options},
+        deadline=time.time() + 60,
+        hook_params={"retry_limit": 1, "retry_delay": 0.01},
+    )
+
+
+async def run(trig: IceProdDatasetTrigger) -> dict:
+    events = [event.payload async for event in trig.run()]
+    assert len(events) == 1
+    return events[0]
+
+
+async def test_many_triggers_coalesce_into_one_list_request_per_interval(ip):
+    ip.grid.task_duration = 3600.0  # stay processing while we count
+    ids = [ip.create_dataset(ONE_TASK, jobs_submitted=2, materialize=True) for _ in range(25)]
+    triggers = [trigger(d) for d in ids]
+    tasks = [asyncio.create_task(run(t)) for t in triggers]
+    while not active_pollers() or active_pollers()[0].ticks < 3:  # warm-up: connection, token, lists
+        await asyncio.sleep(0.05)
+    (poller,) = active_pollers()
+    assert poller.subscribers == 25
+
+    ip.reset_counters()
+    ticks_before = poller.ticks
+    await asyncio.sleep(15 * INTERVAL)
+    ticks = poller.ticks - ticks_before
+    lists = ip.counters.get("GET /datasets")
+    counts = ip.counters.get("GET /datasets/{dataset_id}/task_counts/status")
+    total = ip.counters.matching(DATA_ROUTES)
+    assert ticks >= 10
+    assert ticks - 1 <= lists <= ticks + 1  # one list per interval for all 25 waits
+    assert counts <= 4 * (ticks + 1)  # the count budget
+    assert total / ticks <= 5.5
+    assert ip.counters.get("GET /datasets/{dataset_id}") == 0  # never one request per dataset
+    assert poller.requests["list"] >= lists  # the poller's own accounting agrees
+    assert ip.counters.matching("token") == 0  # the one access token is shared and still valid
+
+    # every dataset got fresh counts in turn (round robin): 25 datasets / 4 per interval
+    assert all(t.state.polls >= 1 for t in triggers)
+
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.sleep(0)
+    assert active_pollers() == []  # the last subscriber left: the poller stopped
+
+
+async def test_shared_token_and_finishing_waits(ip):
+    ip.grid.task_duration = 0.3
+    ids = [ip.create_dataset(ONE_TASK, jobs_submitted=1, materialize=True) for _ in range(12)]
+    events = await asyncio.gather(*(run(trigger(d)) for d in ids))
+    assert [e["status"] for e in events] == ["success"] * 12
+    assert all(e["progress"]["job_counts"] == {"complete": 1} for e in events)
+    assert sum(ip.counters.snapshot()["grants"].values()) == 1  # one token for every wait
+    # completed datasets drop out of the main list; one extra list with status=complete finds them
+    assert ip.counters.get("GET /datasets/{dataset_id}") == 0
+
+
+async def test_stall_detection_within_a_bounded_number_of_intervals(ip):
+    """With N datasets and budget K a stall is seen after about stall_polls * ceil(N / K) intervals."""
+    ip.grid.fail_task("generate")
+    two = {
+        "version": 3.2,
+        "tasks": [
+            {"name": "generate", "trays": ONE_TASK["tasks"][0]["trays"]},
+            {"name": "process", "depends": ["generate"], "trays": ONE_TASK["tasks"][0]["trays"]},
+        ],
+    }
+    ids = [ip.create_dataset(two, jobs_submitted=1, materialize=True) for _ in range(10)]
+    await asyncio.sleep(0.5)  # let every first task fail
+    triggers = [trigger(d, stall_polls=2) for d in ids]
+    started = time.monotonic()
+    events = await asyncio.gather(*(run(t) for t in triggers))
+    elapsed = time.monotonic() - started
+    assert [e["outcome"] for e in events] == ["stalled"] * 10
+    assert all("Failed tasks: generate (1)." in e["message"] for e in events)
+    bound = 2 * math.ceil(10 / 4) + 3  # stall_polls * ceil(N / K) intervals, plus start-up
+    assert elapsed < bound * INTERVAL + 2.0
+
+
+async def test_one_unreadable_dataset_does_not_disturb_the_others(ip):
+    ip.grid.task_duration = 0.3
+    good = [ip.create_dataset(ONE_TASK, jobs_submitted=1) for _ in range(3)]
+    bad = "ffffffffffffffffffffffffffffffff"
+    events = await asyncio.gather(*(run(trigger(d)) for d in [*good, bad]))
+    assert [e["status"] for e in events] == ["success", "success", "success", "failed"]
+    assert events[-1]["outcome"] == "not_visible"
+
+
+async def test_a_missing_connection_ends_every_wait_with_an_error(ip):
+    trig = IceProdDatasetTrigger(
+        "0123456789abcdef0123456789abcdef",
+        "no_such_connection",
+        wait_options={"poll_interval": INTERVAL},
+        deadline=time.time() + 30,
+    )
+    event = await run(trig)
+    assert event["status"] == "error"
+    assert "no_such_connection" in event["message"]
+    assert active_pollers() == []
