@@ -13,9 +13,9 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv || true
 	if [ -x $(BIN)/uv ]; then \
-	  $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test,docs,cli]'; \
+	  $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test,testing,docs,cli]'; \
 	else \
-	  $(BIN)/python -m pip install --quiet -e '.[test,docs,cli]'; \
+	  $(BIN)/python -m pip install --quiet -e '.[test,testing,docs,cli]'; \
 	fi
 	touch $@
 

@@ -28,6 +28,8 @@ os.environ.setdefault(
     "AIRFLOW__CORE__FERNET_KEY", "SYoabuz0qzJ1B4EM7mBAnbUvcYpTbPMJr_qB8_7T2z8="
 )  # test-only key
 os.environ["AIRFLOW__LOGGING__BASE_LOG_FOLDER"] = str(_AIRFLOW_HOME / "logs")
+# The host-local copy of the token-state overlay (auth/state_stores.py) stays inside the test home.
+os.environ["AIRFLOW_ICEPROD_STATE_DIR"] = str(_AIRFLOW_HOME / "token-state")
 
 pytest_plugins = ["airflow_provider_iceprod.testing.pytest_plugin"]
 

@@ -46,6 +46,8 @@ class CacheEntry:
     access: AccessToken | None = None
     refresh_token: str | None = field(default=None, repr=False)  # newest refresh token seen in this process
     refresh_saved_at: float | None = None  # when that refresh token was issued/saved (epoch s)
+    refresh_generation: int = 0  # rotations of that refresh token since the login
+    unsaved_rotation: bool = False  # the last rotated refresh token could not be persisted
     refreshed_at_monotonic: float = 0.0  # time.monotonic() of the last successful grant
     last_refresh_at: float | None = None  # epoch s of the last successful grant
     source: str = ""  # where the refresh token used last came from: connection | overlay | memory

@@ -2,8 +2,8 @@
 
 Keycloak ends an offline session after 30 idle days. Refreshing once a day keeps it alive, and a
 single scheduled writer (``max_active_runs=1``) is also the safest place to persist rotated refresh
-tokens. The check fails loudly, naming the login command, when the token is dead or the login is
-older than a configured age.
+tokens. The check fails loudly, naming the login command, when the token is dead, when a rotated
+refresh token could not be saved, or when the login is older than a configured age.
 """
 
 from __future__ import annotations
@@ -30,6 +30,13 @@ def keep_alive(provider: TokenProvider, *, max_login_age_days: float = 0.0) -> d
     conn_id = provider.settings.conn_id
     provider.get_token(force_refresh=True)  # dead, revoked or idled-out credentials raise here
     status = provider.status()
+    if status.unsaved_rotation:
+        raise IceProdAuthError(
+            f"IceProd connection {conn_id!r}: the issuer rotated the refresh token, but the new one could "
+            "not be saved (see the warnings above); it is lost when this task ends. Check that the task "
+            "can write Airflow Variables, then run `airflow-iceprod refresh --conn-id "
+            f"{conn_id}` (or `{login_command(conn_id)}` if that fails)."
+        )
     now = time.time()
     login_age_days = (now - status.login_at) / DAY if status.login_at else None
     summary: dict[str, Any] = {

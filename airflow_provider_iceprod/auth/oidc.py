@@ -11,6 +11,13 @@
 Every HTTP call goes through :class:`airflow_provider_iceprod.transport.Transport` (one HTTP path, one
 retry policy: 5xx and connection errors are retried, 4xx such as ``invalid_grant`` never). Responses
 are parsed here; callers register the returned tokens with the secret masker.
+
+The ``refresh_token`` grant is the exception to "retry 5xx": with single-use refresh tokens (Keycloak's
+"Revoke Refresh Token" on, "Refresh Token Max Reuse" 0) a grant whose answer was lost (a 502, a reset
+connection, a reply slower than the timeout) may already have spent the token, and re-sending it would
+end the login. So it is sent as non-idempotent (re-sent only when it surely never reached the issuer),
+with its own longer timeout (:data:`TOKEN_TIMEOUT`), and a lost answer raises
+:class:`IceProdAmbiguousError` saying so. Keycloak's "Refresh Token Max Reuse" >= 1 makes a re-send safe.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_iceprod.auth.tokens import AccessToken, GrantResult, login_command
 from airflow_provider_iceprod.exceptions import (
+    IceProdAmbiguousError,
     IceProdAuthError,
     IceProdConfigError,
     IceProdError,
@@ -42,6 +50,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEVICE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
+#: Seconds to wait for the token endpoint (at least; longer when the hook's timeout is longer). A reply
+#: that is slow but arrives is worth waiting for: a refresh whose answer is lost may cost the login.
+TOKEN_TIMEOUT = 60.0
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 
 
@@ -115,13 +126,16 @@ class OIDCClient:
         retry: RetrySettings,
         client_secret: str | None = None,
         conn_id: str = "iceprod_default",
+        token_timeout: float | None = None,
     ) -> None:
         self.issuer = issuer.rstrip("/")
         self.client_id = client_id
         self.retry = retry
+        self.token_timeout = max(retry.timeout, TOKEN_TIMEOUT if token_timeout is None else token_timeout)
         self._client_secret = client_secret
         self.conn_id = conn_id
         self._transport: Transport | None = None
+        self._token_transport: Transport | None = None
 
     def __repr__(self) -> str:
         return f"OIDCClient(issuer={self.issuer!r}, client_id={self.client_id!r}, conn_id={self.conn_id!r})"
@@ -136,6 +150,17 @@ class OIDCClient:
             self._transport = Transport(self.issuer, auth=None, retry=self.retry, service="OIDC")
         return self._transport, url
 
+    def _token_route(self, url: str) -> tuple[Transport, str]:
+        """The transport to the token endpoint: same retries, its own longer timeout."""
+        if self._token_transport is None:
+            from dataclasses import replace
+
+            from airflow_provider_iceprod.transport import Transport
+
+            retry = replace(self.retry, timeout=self.token_timeout)
+            self._token_transport = Transport(self.issuer, auth=None, retry=retry, service="OIDC")
+        return self._token_transport, url
+
     def _client_form(self) -> dict[str, str]:
         form = {"client_id": self.client_id}
         if self._client_secret:
@@ -147,6 +172,20 @@ class OIDCClient:
 
     def _grant_error(self, exc: IceProdError, what: str) -> IceProdError:
         """Turn a failed token-endpoint call into the provider's error (never includes a token)."""
+        if isinstance(exc, IceProdAmbiguousError):
+            return _final(
+                IceProdAmbiguousError(
+                    f"IceProd connection {self.conn_id!r}: the answer of {self.issuer} to {what} was lost "
+                    f"({exc.message}). It was not re-sent: with single-use refresh tokens the issuer may "
+                    "already have spent this one and issued a new one that never arrived. The next attempt "
+                    "retries; if it then fails with invalid_grant, log in again. Keycloak's \"Refresh Token "
+                    'Max Reuse" >= 1 (realm settings, Tokens) makes such a re-send safe.',
+                    status_code=exc.status_code,
+                    body=exc.body,
+                    iceprod_message=exc.iceprod_message,
+                ),
+                exc,
+            )
         if isinstance(exc, IceProdTransientError):
             return _final(
                 IceProdTransientError(
@@ -289,20 +328,22 @@ class OIDCClient:
             scope=str(doc.get("scope") or ""),
         )
 
-    def _token_call(self, form: dict[str, str], what: str, *, need_refresh: bool = False) -> GrantResult:
+    def _token_call(
+        self, form: dict[str, str], what: str, *, need_refresh: bool = False, idempotent: bool = True
+    ) -> GrantResult:
         meta = self.discover()
-        transport, path = self._route(meta.token_endpoint)
+        transport, path = self._token_route(meta.token_endpoint)
         try:
-            doc = transport.request("POST", path, form=form, idempotent=True)
+            doc = transport.request("POST", path, form=form, idempotent=idempotent)
         except IceProdError as exc:
             raise self._grant_error(exc, what) from None
         return self._parse_grant(doc, what, need_access=True, need_refresh=need_refresh)
 
-    async def _atoken_call(self, form: dict[str, str], what: str) -> GrantResult:
+    async def _atoken_call(self, form: dict[str, str], what: str, *, idempotent: bool = True) -> GrantResult:
         meta = await self.adiscover()
-        transport, path = self._route(meta.token_endpoint)
+        transport, path = self._token_route(meta.token_endpoint)
         try:
-            doc = await transport.arequest("POST", path, form=form, idempotent=True)
+            doc = await transport.arequest("POST", path, form=form, idempotent=idempotent)
         except IceProdError as exc:
             raise self._grant_error(exc, what) from None
         return self._parse_grant(doc, what, need_access=True, need_refresh=False)
@@ -321,10 +362,12 @@ class OIDCClient:
 
     def refresh(self, refresh_token: str) -> GrantResult:
         """``refresh_token`` grant; ``invalid_grant`` -> :class:`IceProdAuthError` naming the login."""
-        return self._token_call(self._refresh_form(refresh_token), "the refresh_token grant")
+        form = self._refresh_form(refresh_token)
+        return self._token_call(form, "the refresh_token grant", idempotent=False)
 
     async def arefresh(self, refresh_token: str) -> GrantResult:
-        return await self._atoken_call(self._refresh_form(refresh_token), "the refresh_token grant")
+        form = self._refresh_form(refresh_token)
+        return await self._atoken_call(form, "the refresh_token grant", idempotent=False)
 
     def client_credentials(self) -> GrantResult:
         """``client_credentials`` grant with the secret from the connection's password."""

@@ -5,14 +5,18 @@ Life of a token, for one connection in one process:
 1. A cached access token is reused until ``lead_time`` (120 s) before it expires.
 2. Otherwise one caller refreshes, under the process-wide lock for the credential (threads and
    coroutines), and for refresh tokens also under a per-host file lock; the others wait and then reuse.
-3. The refresh token used is the newest of: the connection's, the overlay Variable's (when newer than
-   the connection's ``refresh_token_saved_at``) and the one this process last received.
-4. A rotated refresh token is written to the overlay at once, before the new access token is used.
-5. ``invalid_grant``: re-read the overlay (another worker may have rotated) and retry with a token not
-   tried yet (at most ``max_reread_retries`` times, each re-read waiting at most ~4 s for a new token);
-   then :class:`IceProdAuthError` naming the login command.
+3. The refresh token used is the newest of: the connection's, the overlay's (when it descends from the
+   connection's token: same ``fingerprint_of_base``, higher ``generation``; no clocks compared) and
+   the one this process last received. A failed overlay read is a transient error.
+4. A rotated refresh token is written to the overlay (:mod:`~airflow_provider_iceprod.auth.state`)
+   before the new access token is used. If that fails, the token lives in this process only and
+   :attr:`TokenStatus.unsaved_rotation` says so (the keep-alive task then fails).
+5. ``invalid_grant``: re-read the overlay (another worker may have rotated) and then the connection
+   (someone may have logged in again), and retry with a token not tried yet (at most
+   ``max_reread_retries`` times); then :class:`IceProdAuthError` naming the login command.
 
-Nothing here ever starts an interactive login. Every token is given to the secret masker first.
+Nothing here ever starts an interactive login. Every token is given to the secret masker first,
+through :data:`~airflow_provider_iceprod.auth.masking.MASKS` (bounded per credential, off the loop).
 """
 
 from __future__ import annotations
@@ -21,32 +25,32 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_iceprod.auth.cache import TOKEN_CACHE, CacheEntry, CacheKey, TokenCache
 from airflow_provider_iceprod.auth.locks import afile_lock, file_lock, lock_path
+from airflow_provider_iceprod.auth.masking import MASKS
 from airflow_provider_iceprod.auth.oidc import OIDCClient
-from airflow_provider_iceprod.auth.state import TokenStateStore, VariableTokenStateStore
+from airflow_provider_iceprod.auth.state import TokenStateStore, default_state_store
 from airflow_provider_iceprod.auth.tokens import (
     DEFAULT_LEAD_TIME,
     AccessToken,
     GrantResult,
     TokenState,
-    amask_token,
     decode_claims,
     fingerprint,
     identity_from_claims,
     login_command,
-    mask_token,
 )
 from airflow_provider_iceprod.exceptions import IceProdAuthError
 from airflow_provider_iceprod.loop_guard import refuse_running_loop
+from airflow_provider_iceprod.settings import ConnectionSettings
 
 if TYPE_CHECKING:
     from airflow_provider_iceprod.models import Identity
     from airflow_provider_iceprod.retry import RetrySettings
-    from airflow_provider_iceprod.settings import ConnectionSettings
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,22 @@ class _Candidate:
     token: str = field(repr=False)
     saved_at: float
     source: str  # connection | overlay | memory
+    generation: int = 0  # rotations since the login
+
+
+def read_connection_settings(conn_id: str) -> ConnectionSettings:
+    """The connection as Airflow resolves it here (Task SDK, environment, secrets backends, DB)."""
+    from airflow.sdk import BaseHook
+
+    return ConnectionSettings.from_connection(BaseHook.get_connection(conn_id))
+
+
+async def aread_connection_settings(conn_id: str) -> ConnectionSettings:
+    from airflow.sdk import BaseHook
+
+    conn = await BaseHook.aget_connection(conn_id)
+    extra = await conn.aextra_dejson() if hasattr(conn, "aextra_dejson") else conn.extra_dejson
+    return ConnectionSettings.from_connection(conn, extra)
 
 
 @dataclass(frozen=True)
@@ -83,6 +103,7 @@ class TokenStatus:
     login_at: float | None  # the connection's refresh_token_saved_at (when `login` ran)
     last_refresh_at: float | None
     grants_in_process: int
+    unsaved_rotation: bool = False  # the issuer rotated the refresh token and no store took the new one
 
 
 def _is_invalid_grant(exc: IceProdAuthError) -> bool:
@@ -103,12 +124,25 @@ class TokenProvider:
         lead_time: float = DEFAULT_LEAD_TIME,
         cache: TokenCache | None = None,
         max_reread_retries: int = 8,
+        reload: Callable[[], ConnectionSettings] | None = None,
+        areload: Callable[[], Awaitable[ConnectionSettings]] | None = None,
     ) -> None:
-        self.settings = settings
         self.retry = retry
         self.lead_time = lead_time
         self.max_reread_retries = max_reread_retries
         self._cache = cache if cache is not None else TOKEN_CACHE
+        self._use(settings)
+        if state_store is None and self.kind == "refresh_token":
+            state_store = default_state_store(settings.conn_id, settings.oauth_url, settings.client_id)
+        self.state_store = state_store
+        conn_id = settings.conn_id
+        self._reload = reload or (lambda: read_connection_settings(conn_id))
+        self._areload = areload or (lambda: aread_connection_settings(conn_id))
+        self._oidc: OIDCClient | None = None
+
+    def _use(self, settings: ConnectionSettings) -> None:
+        """Adopt ``settings`` (at start, or after a new login was found in the connection)."""
+        self.settings = settings
         self.kind = settings.credential_kind
         base = settings.client_secret if self.kind == "client_credentials" else settings.refresh_token
         self._base_fingerprint = fingerprint(settings.refresh_token)
@@ -117,11 +151,8 @@ class TokenProvider:
             settings.client_id,
             fingerprint(f"{self.kind}:{base or ''}"),
         )
-        if state_store is None and self.kind == "refresh_token":
-            state_store = VariableTokenStateStore(settings.conn_id)
-        self.state_store = state_store
-        self._oidc: OIDCClient | None = None
         self._base_masked = False
+        self._oidc = None
 
     def __repr__(self) -> str:
         return f"TokenProvider(conn_id={self.settings.conn_id!r}, credential={self.kind!r})"
@@ -230,25 +261,20 @@ class TokenProvider:
 
     def _mask_base(self) -> None:
         if not self._base_masked:
-            mask_token(self.settings.refresh_token)
-            mask_token(self.settings.client_secret)
+            MASKS.register(("base", self.key), [self.settings.refresh_token, self.settings.client_secret])
             self._base_masked = True
 
     async def _amask_base(self) -> None:
         if not self._base_masked:
-            await amask_token(self.settings.refresh_token)
-            await amask_token(self.settings.client_secret)
+            secrets = [self.settings.refresh_token, self.settings.client_secret]
+            await MASKS.aregister(("base", self.key), secrets)
             self._base_masked = True
 
-    @staticmethod
-    def _mask_grant(grant: GrantResult) -> None:
-        for secret in grant.secrets():
-            mask_token(secret)
+    def _mask_grant(self, grant: GrantResult) -> None:
+        MASKS.register(self.key, grant.secrets())
 
-    @staticmethod
-    async def _amask_grant(grant: GrantResult) -> None:
-        for secret in grant.secrets():
-            await amask_token(secret)
+    async def _amask_grant(self, grant: GrantResult) -> None:
+        await MASKS.aregister(self.key, grant.secrets())
 
     def _accept_access(
         self, entry: CacheEntry, grant: GrantResult, source: str, *, masked: bool = False
@@ -264,28 +290,34 @@ class TokenProvider:
         entry.grants += 1
 
     def _overlay_applies(self, state: TokenState | None) -> bool:
+        """The overlay applies when it descends from the connection's token (no clock comparison)."""
         s = self.settings
         if state is None or state.issuer != s.oauth_url or state.client_id != s.client_id:
             return False
-        if s.refresh_token_saved_at is None:
-            return state.fingerprint_of_base == self._base_fingerprint or not s.refresh_token
-        return state.saved_at > s.refresh_token_saved_at
+        if not s.refresh_token:
+            return True
+        if state.fingerprint_of_base:
+            return state.fingerprint_of_base == self._base_fingerprint
+        # an overlay written before fingerprints: only the login time can order it
+        return s.refresh_token_saved_at is None or state.saved_at > s.refresh_token_saved_at
 
     def _choose(self, entry: CacheEntry, overlay: TokenState | None) -> _Candidate:
-        """The newest refresh token known; ties prefer memory, then overlay, then connection."""
+        """The newest refresh token known (most rotations); ties prefer memory, then overlay."""
         candidates: list[_Candidate] = []
-        if self.settings.refresh_token:
+        s = self.settings
+        if s.refresh_token:
+            candidates.append(_Candidate(s.refresh_token, s.refresh_token_saved_at or 0.0, "connection"))
+        if overlay is not None and self._overlay_applies(overlay):
+            generation = overlay.generation if overlay.fingerprint_of_base else 1
+            candidates.append(_Candidate(overlay.refresh_token, overlay.saved_at, "overlay", generation))
+        if entry.refresh_token:
             candidates.append(
                 _Candidate(
-                    self.settings.refresh_token, self.settings.refresh_token_saved_at or 0.0, "connection"
+                    entry.refresh_token, entry.refresh_saved_at or 0.0, "memory", entry.refresh_generation
                 )
             )
-        if overlay is not None and self._overlay_applies(overlay):
-            candidates.append(_Candidate(overlay.refresh_token, overlay.saved_at, "overlay"))
-        if entry.refresh_token:
-            candidates.append(_Candidate(entry.refresh_token, entry.refresh_saved_at or 0.0, "memory"))
         rank = {"connection": 0, "overlay": 1, "memory": 2}
-        return max(candidates, key=lambda c: (c.saved_at, rank[c.source]))
+        return max(candidates, key=lambda c: (c.generation, rank[c.source]))
 
     def _new_from_overlay(self, overlay: TokenState | None, tried: set[str]) -> _Candidate | None:
         s = self.settings
@@ -293,7 +325,31 @@ class TokenProvider:
             return None
         if overlay.refresh_token in tried:
             return None
-        return _Candidate(overlay.refresh_token, overlay.saved_at, "overlay")
+        return _Candidate(overlay.refresh_token, overlay.saved_at, "overlay", overlay.generation)
+
+    def _new_login(self, fresh: ConnectionSettings | None, tried: set[str]) -> _Candidate | None:
+        """After ``invalid_grant``: a new login in the connection (``airflow-iceprod login`` ran)."""
+        if fresh is None or fresh.credential_kind != "refresh_token" or not fresh.refresh_token:
+            return None
+        if fresh.refresh_token in tried or fresh.refresh_token == self.settings.refresh_token:
+            return None
+        log.info("IceProd connection %r: found a new login in the connection; using it", fresh.conn_id)
+        self._use(fresh)
+        return _Candidate(fresh.refresh_token, fresh.refresh_token_saved_at or 0.0, "connection")
+
+    def _reload_settings(self) -> ConnectionSettings | None:
+        try:
+            return self._reload()
+        except Exception as exc:
+            log.debug("IceProd: could not re-read connection %r: %s", self.settings.conn_id, exc)
+            return None
+
+    async def _areload_settings(self) -> ConnectionSettings | None:
+        try:
+            return await self._areload()
+        except Exception as exc:
+            log.debug("IceProd: could not re-read connection %r: %s", self.settings.conn_id, exc)
+            return None
 
     def _rotation(self, used: _Candidate, grant: GrantResult) -> TokenState | None:
         """The state to persist when the issuer rotated the refresh token, else None."""
@@ -305,20 +361,35 @@ class TokenProvider:
             issuer=self.settings.oauth_url,
             client_id=self.settings.client_id,
             fingerprint_of_base=self._base_fingerprint,
+            generation=used.generation + 1,
+            base_saved_at=self.settings.refresh_token_saved_at or 0.0,
         )
+
+    def _saved(self, entry: CacheEntry, ok: bool) -> None:
+        entry.unsaved_rotation = not ok
+        if not ok:
+            log.error(
+                "IceProd connection %r: the issuer rotated the refresh token and it could not be saved "
+                "anywhere; it lives in this process only. Run `airflow-iceprod refresh --conn-id %s` "
+                "where Airflow's DB is reachable, or log in again if this process ends first.",
+                self.settings.conn_id,
+                self.settings.conn_id,
+            )
 
     def _remember(self, entry: CacheEntry, used: _Candidate, rotated: TokenState | None) -> None:
         if rotated is not None:
             entry.refresh_token, entry.refresh_saved_at = rotated.refresh_token, rotated.saved_at
+            entry.refresh_generation = rotated.generation
         else:
             entry.refresh_token, entry.refresh_saved_at = used.token, used.saved_at
+            entry.refresh_generation = used.generation
 
     def _give_up(self, exc: IceProdAuthError, attempts: int) -> IceProdAuthError:
         if attempts == 0:
             return exc
         return IceProdAuthError(
-            f"{exc.message} (also after re-reading the token-state overlay {attempts} time(s): no other "
-            "worker holds a newer refresh token)",
+            f"{exc.message} (also after re-reading the token-state overlay and the connection "
+            f"{attempts} time(s): no other worker holds a newer refresh token, and there is no new login)",
             status_code=exc.status_code,
             iceprod_message=exc.iceprod_message,
             body=exc.body,
@@ -340,6 +411,7 @@ class TokenProvider:
             login_at=self.settings.refresh_token_saved_at,
             last_refresh_at=entry.last_refresh_at,
             grants_in_process=entry.grants,
+            unsaved_rotation=entry.unsaved_rotation,
         )
 
     # -- refresh-token grants ---------------------------------------------------------------------
@@ -354,20 +426,21 @@ class TokenProvider:
             try:
                 grant = self.oidc.refresh(candidate.token)
             except IceProdAuthError as exc:
-                if not _is_invalid_grant(exc) or store is None or attempts >= self.max_reread_retries:
+                if not _is_invalid_grant(exc) or attempts >= self.max_reread_retries:
                     raise self._give_up(exc, attempts) from None
                 attempts += 1
-                newer = self._reread_sync(store, tried)
+                newer = self._reread_sync(store, tried) if store is not None else None
+                newer = newer or self._new_login(self._reload_settings(), tried)
                 if newer is None:
                     raise self._give_up(exc, attempts) from None
-                log.info("IceProd: refresh token was rotated by another worker; retrying with the overlay's")
+                log.info("IceProd: retrying the refresh with a newer token (%s)", newer.source)
                 candidate = newer
                 continue
             self._mask_grant(grant)
             rotated = self._rotation(candidate, grant)
             self._remember(entry, candidate, rotated)  # memory first: it cannot fail
-            if rotated is not None and store is not None:
-                store.save(rotated)
+            if rotated is not None:
+                self._saved(entry, store is not None and store.save(rotated))
             self._accept_access(entry, grant, candidate.source, masked=True)
             return
 
@@ -381,20 +454,21 @@ class TokenProvider:
             try:
                 grant = await self.oidc.arefresh(candidate.token)
             except IceProdAuthError as exc:
-                if not _is_invalid_grant(exc) or store is None or attempts >= self.max_reread_retries:
+                if not _is_invalid_grant(exc) or attempts >= self.max_reread_retries:
                     raise self._give_up(exc, attempts) from None
                 attempts += 1
-                newer = await self._reread_async(store, tried)
+                newer = await self._reread_async(store, tried) if store is not None else None
+                newer = newer or self._new_login(await self._areload_settings(), tried)
                 if newer is None:
                     raise self._give_up(exc, attempts) from None
-                log.info("IceProd: refresh token was rotated by another worker; retrying with the overlay's")
+                log.info("IceProd: retrying the refresh with a newer token (%s)", newer.source)
                 candidate = newer
                 continue
             await self._amask_grant(grant)
             rotated = self._rotation(candidate, grant)
             self._remember(entry, candidate, rotated)
-            if rotated is not None and store is not None:
-                await store.asave(rotated)
+            if rotated is not None:
+                self._saved(entry, store is not None and await store.asave(rotated))
             self._accept_access(entry, grant, candidate.source, masked=True)
             return
 

@@ -1,15 +1,20 @@
-"""The token-state overlay: where rotated refresh tokens are kept.
+"""The token-state overlay: where rotated refresh tokens are kept, in every context the hook runs in.
 
-Airflow 3 tasks and triggers cannot write Connections, but they can write Variables. A rotated
-refresh token therefore goes to the Variable ``iceprod_token_state__<conn_id>`` (the name contains
-"token", so Airflow encrypts it at rest and masks it in logs), as JSON::
+A rotated refresh token is written (JSON, see :class:`~airflow_provider_iceprod.auth.tokens.TokenState`)
+before it is used, to the place the process can write:
 
-    {"refresh_token": "...", "saved_at": 1700000000.0, "issuer": "https://...", "client_id": "...",
-     "fingerprint_of_base": "<sha256 prefix of the connection's refresh token>"}
+* in a task or trigger (the Task SDK is connected): the Variable ``iceprod_token_state__<conn_id>``
+  through the Task SDK (:class:`VariableTokenStateStore`; "token" in the name: encrypted and masked);
+* where the process reads connections from the metadata DB (``_AIRFLOW_PROCESS_CONTEXT=server``: the
+  CLI, scheduler-side code, scripts): the same Variable through the ORM
+  (:class:`~airflow_provider_iceprod.auth.state_stores.DbTokenStateStore`);
+* always, as a copy on this host: an owner-only file (0600, written under a lock; see
+  :class:`~airflow_provider_iceprod.auth.state_stores.FileTokenStateStore`). Where there is neither
+  Task SDK nor DB (a plain script) it is the only copy. It also repairs a Variable that someone saved
+  from Airflow's UI (``***``).
 
-Variables are read and written through the Task SDK only (``airflow.sdk.Variable``), never the ORM.
-Outside a task or trigger (a plain script, a notebook) there is no API to write to: reads then see no
-overlay and writes log a warning and keep the token in memory.
+Stores never go backwards (:meth:`TokenState.supersedes`); a value that is not a token is ignored
+with a warning; a failed *read* raises :class:`IceProdTransientError` (not "no overlay").
 """
 
 from __future__ import annotations
@@ -17,10 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import sys
 import time
 from typing import Protocol, runtime_checkable
 
-from airflow_provider_iceprod.auth.tokens import TokenState, mask_token
+from airflow_provider_iceprod.auth.tokens import TokenState
+from airflow_provider_iceprod.exceptions import IceProdTransientError
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +42,16 @@ def variable_name(conn_id: str) -> str:
 
 @runtime_checkable
 class TokenStateStore(Protocol):
-    """Where the newest refresh token of one connection lives. Implementations never raise on read."""
+    """Where the newest refresh token of one connection lives.
+
+    ``load`` returns None when there is no (usable) overlay and raises :class:`IceProdTransientError`
+    when the overlay could not be read. ``save`` returns False (after logging why) when ``state`` could
+    not be persisted; it does not overwrite a state that supersedes ``state``.
+    """
 
     def load(self) -> TokenState | None: ...
 
-    def save(self, state: TokenState) -> bool:
-        """Persist ``state``; False (after logging why) when it could not be persisted."""
-        ...
+    def save(self, state: TokenState) -> bool: ...
 
     def clear(self) -> None: ...
 
@@ -65,6 +76,44 @@ async def _in_thread(func, /, *args, **kwargs):  # type: ignore[no-untyped-def]
     return await sync_to_async(func)(*args, **kwargs)
 
 
+def read_error(where: str, exc: BaseException) -> IceProdTransientError:
+    """A failed overlay read: transient (the overlay may hold the only valid token), never "none"."""
+    return IceProdTransientError(
+        f"Could not read the IceProd token-state overlay ({where}): {type(exc).__name__}. The newest "
+        "refresh token may be stored there, so the refresh was not attempted with an older one; retry."
+    )
+
+
+def in_task_context() -> bool:
+    """True in a task or trigger process whose Task SDK is connected (``SUPERVISOR_COMMS`` set)."""
+    runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
+    return getattr(runner, "SUPERVISOR_COMMS", None) is not None
+
+
+def in_server_context() -> bool:
+    """True where Airflow reads connections from the metadata DB (``_AIRFLOW_PROCESS_CONTEXT=server``)."""
+    return os.environ.get("_AIRFLOW_PROCESS_CONTEXT") == "server"
+
+
+def default_state_store(conn_id: str, issuer: str, client_id: str) -> TokenStateStore:
+    """The overlay for where this process runs: Task SDK, metadata DB or file; plus this host's file copy."""
+    from airflow_provider_iceprod.auth.state_stores import (
+        DbTokenStateStore,
+        FileTokenStateStore,
+        LayeredTokenStateStore,
+    )
+
+    local = FileTokenStateStore.for_connection(conn_id, issuer, client_id)
+    primary: TokenStateStore | None = None
+    if in_task_context():
+        primary = VariableTokenStateStore(conn_id)
+    elif in_server_context():
+        primary = DbTokenStateStore(conn_id)
+    if primary is None:
+        return local if local is not None else VariableTokenStateStore(conn_id)
+    return LayeredTokenStateStore(primary, local) if local is not None else primary
+
+
 class VariableTokenStateStore:
     """The overlay in an Airflow Variable, through the Task SDK (works in tasks and triggers)."""
 
@@ -79,46 +128,49 @@ class VariableTokenStateStore:
         return f"VariableTokenStateStore(key={self.key!r})"
 
     def _read_raw(self) -> str | None:
-        from airflow.sdk import Variable
+        """The Variable's value straight from the Execution API (no cache, no secrets backend).
 
-        with contextlib.suppress(Exception):  # another worker may have written it: never trust a cached copy
-            from airflow.sdk.execution_time.cache import SecretCache
+        Not through ``Variable.get``: that cannot tell "not found" from a failed read, and it registers
+        every value it returns with the masker of this process and of the supervisor, which would grow
+        by one overlay per refresh in a long-lived triggerer.
+        """
+        runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
+        comms = getattr(runner, "SUPERVISOR_COMMS", None)
+        if comms is None:  # no Task SDK connection: nothing to read
+            return None
+        from airflow.sdk.execution_time.comms import ErrorResponse, GetVariable, VariableResult
 
-            SecretCache.invalidate_variable(self.key)
-        value = Variable.get(self.key, default=None)
-        return None if value is None else str(value)
+        msg = comms.send(GetVariable(key=self.key))
+        if isinstance(msg, ErrorResponse):
+            if str(getattr(msg.error, "value", msg.error)) == "VARIABLE_NOT_FOUND":
+                return None
+            raise RuntimeError(f"{msg.error}: {msg.detail}")
+        if isinstance(msg, VariableResult):
+            return None if msg.value is None else str(msg.value)
+        raise RuntimeError(f"unexpected answer {type(msg).__name__}")
 
     def load(self) -> TokenState | None:
         try:
             raw = self._read_raw()
         except Exception as exc:
-            log.warning(
-                "Could not read the IceProd token-state Variable %s: %s", self.key, type(exc).__name__
-            )
-            return None
-        state = TokenState.from_json(raw)
-        if state is not None:
-            mask_token(state.refresh_token)
-        return state
+            raise read_error(f"Variable {self.key}", exc) from None
+        return TokenState.from_json(raw, where=f"Variable {self.key}")
 
     async def aload(self) -> TokenState | None:
         try:
             raw = await _in_thread(self._read_raw)
         except Exception as exc:
-            log.warning(
-                "Could not read the IceProd token-state Variable %s: %s", self.key, type(exc).__name__
-            )
-            return None
-        state = TokenState.from_json(raw)
-        if state is not None:
-            from airflow_provider_iceprod.auth.tokens import amask_token
-
-            await amask_token(state.refresh_token)
-        return state
+            raise read_error(f"Variable {self.key}", exc) from None
+        return TokenState.from_json(raw, where=f"Variable {self.key}")
 
     def _write(self, state: TokenState) -> None:
         from airflow.sdk import Variable
 
+        with contextlib.suppress(Exception):  # never go backwards (same host: under the refresh lock)
+            current = TokenState.from_json(self._read_raw())
+            if current is not None and not state.supersedes(current) and current != state:
+                log.info("IceProd: the overlay Variable %s already holds a newer refresh token", self.key)
+                return
         Variable.set(
             self.key,
             state.to_json(),
@@ -188,7 +240,8 @@ class MemoryTokenStateStore:
         return self.state
 
     def save(self, state: TokenState) -> bool:
-        self.state = state
+        if state.supersedes(self.state):
+            self.state = state
         self.saves += 1
         return True
 

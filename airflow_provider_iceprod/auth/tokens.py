@@ -1,8 +1,9 @@
 """Token records, unverified JWT claim decoding and secret masking.
 
 Nothing here does I/O. Every record that holds a secret hides it from ``repr``; callers register
-each token with Airflow's secret masker through :func:`mask_token` / :func:`amask_token` as soon as
-it exists.
+each token with Airflow's secret masker as soon as it exists (the provider through
+:mod:`~airflow_provider_iceprod.auth.masking`, bounded per credential; one-off callers through
+:func:`mask_token`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ from airflow_provider_iceprod.models import Identity
 
 log = logging.getLogger(__name__)
 
-#: Access tokens are reused until this many seconds before they expire (Databricks' lead time).
+#: Access tokens are reused until this many seconds before they expire (Databricks' lead time) ...
 DEFAULT_LEAD_TIME = 120.0
+#: ... but never more than this fraction of their lifetime, so short-lived tokens are reused too.
+MAX_LEAD_FRACTION = 0.25
+#: Values that are not a token: what Airflow's UI writes back after showing a masked value.
+NOT_TOKENS = frozenset({"", "***"})
 
 
 def login_command(conn_id: str) -> str:
@@ -81,25 +86,31 @@ class AccessToken:
 
     @classmethod
     def from_response(cls, value: str, expires_in: Any, *, now: float | None = None) -> AccessToken:
-        """Expiry from the JWT's ``exp`` claim, else from the response's ``expires_in``, else 5 min."""
+        """Expiry from the local receive time plus ``expires_in``, so a clock skew between this host
+        and the issuer does not matter; else from the JWT's lifetime (``exp - iat``); else 5 min.
+        """
         now = time.time() if now is None else now
         claims = decode_claims(value)
-        exp = claims.get("exp")
-        if isinstance(exp, int | float):
-            expires_at = float(exp)
-        else:
-            try:
-                expires_at = now + float(expires_in)
-            except (TypeError, ValueError):
-                expires_at = now + 300.0
-        return cls(value=value, expires_at=expires_at, obtained_at=now, claims=claims)
+        try:
+            lifetime = float(expires_in)
+        except (TypeError, ValueError):
+            exp, iat = claims.get("exp"), claims.get("iat")
+            if isinstance(exp, int | float) and isinstance(iat, int | float) and exp > iat:
+                lifetime = float(exp - iat)
+            else:
+                lifetime = 300.0
+        return cls(value=value, expires_at=now + max(lifetime, 0.0), obtained_at=now, claims=claims)
 
     def seconds_left(self, now: float | None = None) -> float:
         return self.expires_at - (time.time() if now is None else now)
 
+    def lead(self, lead_time: float) -> float:
+        """``lead_time``, capped at :data:`MAX_LEAD_FRACTION` of this token's lifetime."""
+        return min(lead_time, MAX_LEAD_FRACTION * max(self.expires_at - self.obtained_at, 0.0))
+
     def is_fresh(self, lead_time: float, now: float | None = None) -> bool:
-        """True while the token has more than ``lead_time`` seconds to live."""
-        return self.seconds_left(now) > lead_time
+        """True while the token has more than its (capped) lead time to live."""
+        return self.seconds_left(now) > self.lead(lead_time)
 
     @property
     def identity(self) -> Identity:
@@ -126,8 +137,10 @@ class GrantResult:
 class TokenState:
     """The token-state overlay: the newest refresh token of a connection, with where it belongs.
 
-    ``fingerprint_of_base`` is the fingerprint of the refresh token stored in the connection when this
-    state was derived from it, so a fresh login (a new base token) makes an old overlay obsolete.
+    ``fingerprint_of_base`` is the fingerprint of the connection's refresh token (the login) this state
+    descends from, and ``generation`` counts the rotations since that login. Together they order states
+    without comparing clocks of different hosts (``saved_at`` is informational). ``base_saved_at`` is the
+    login's ``refresh_token_saved_at``, to order states of two different logins.
     """
 
     refresh_token: str = field(repr=False)
@@ -135,6 +148,8 @@ class TokenState:
     issuer: str
     client_id: str
     fingerprint_of_base: str = ""
+    generation: int = 0
+    base_saved_at: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps(
@@ -144,18 +159,35 @@ class TokenState:
                 "issuer": self.issuer,
                 "client_id": self.client_id,
                 "fingerprint_of_base": self.fingerprint_of_base,
+                "generation": self.generation,
+                "base_saved_at": self.base_saved_at,
             }
         )
 
+    def supersedes(self, other: TokenState | None) -> bool:
+        """True when this state should replace ``other`` in a store (the overlay never goes backwards)."""
+        if other is None or (other.issuer, other.client_id) != (self.issuer, self.client_id):
+            return True
+        if other.fingerprint_of_base == self.fingerprint_of_base:
+            return self.generation > other.generation
+        return self.base_saved_at >= other.base_saved_at
+
     @classmethod
-    def from_json(cls, raw: str | bytes | dict[str, Any] | None) -> TokenState | None:
-        """Parse a stored overlay; anything unreadable counts as no overlay (never raises)."""
-        if raw is None or raw == "":
+    def from_json(cls, raw: str | bytes | dict[str, Any] | None, *, where: str = "") -> TokenState | None:
+        """Parse a stored overlay; anything that is not one is ignored with a warning (never raises)."""
+        if raw is None:
             return None
+        what = f"IceProd token-state overlay{' in ' + where if where else ''}"
         try:
             doc = raw if isinstance(raw, dict) else json.loads(raw)
             token = str(doc["refresh_token"]).strip()
-            if not token:
+            if token in NOT_TOKENS:
+                log.warning(
+                    "Ignoring the %s: its refresh_token is %r, not a token (was it saved from a masked "
+                    "value in Airflow's UI?). The next refresh rewrites it.",
+                    what,
+                    token,
+                )
                 return None
             return cls(
                 refresh_token=token,
@@ -163,11 +195,11 @@ class TokenState:
                 issuer=str(doc.get("issuer") or "").rstrip("/"),
                 client_id=str(doc.get("client_id") or ""),
                 fingerprint_of_base=str(doc.get("fingerprint_of_base") or ""),
+                generation=int(doc.get("generation") or 0),
+                base_saved_at=float(doc.get("base_saved_at") or 0.0),
             )
         except (ValueError, TypeError, KeyError, AttributeError):
-            log.warning(
-                "Ignoring an unreadable IceProd token-state overlay (not valid JSON of the expected shape)"
-            )
+            log.warning("Ignoring the %s: it is not valid JSON of the expected shape", what)
             return None
 
 
@@ -180,16 +212,4 @@ def mask_token(value: str | None) -> None:
 
         mask_secret(value)
     except Exception:  # masking must never break authentication
-        log.debug("Could not register a token with the secret masker", exc_info=True)
-
-
-async def amask_token(value: str | None) -> None:
-    """Async form of :func:`mask_token` for triggers (never blocks the event loop)."""
-    if not value:
-        return
-    try:
-        from airflow.sdk.log import amask_secret
-
-        await amask_secret(value)
-    except Exception:
         log.debug("Could not register a token with the secret masker", exc_info=True)

@@ -8,10 +8,10 @@ flows are in :mod:`airflow_provider_iceprod.api`. Contracts: ``docs/architecture
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_iceprod.api import calls, checks, flows
-from airflow_provider_iceprod.api.calls import Call
+from airflow_provider_iceprod.api.calls import API, Call
 from airflow_provider_iceprod.hooks.actions import ActionCalls, Ref
 from airflow_provider_iceprod.hooks.driver import listed, on_ref, one_call
 from airflow_provider_iceprod.models import (
@@ -21,6 +21,9 @@ from airflow_provider_iceprod.models import (
     Job,
     Task,
 )
+
+if TYPE_CHECKING:
+    from airflow_provider_iceprod.hooks.rest_client import ConnectionRestClient
 
 __all__ = ["IceProdHook"]
 
@@ -76,6 +79,35 @@ class IceProdHook(ActionCalls):
         from airflow_provider_iceprod.connection_test import run_connection_test
 
         return await asyncio.to_thread(run_connection_test, self)
+
+    # ----------------------------------------------------------------------------------------------
+    # IceProd's own client, and any route (logic: hooks/rest_client.py and the transport)
+    # ----------------------------------------------------------------------------------------------
+
+    def get_conn(self) -> ConnectionRestClient:
+        """rest-tools' ``RestClient`` for the connection's API URL, on this hook's token machinery."""
+        from airflow_provider_iceprod.hooks.rest_client import ConnectionRestClient
+
+        return ConnectionRestClient(self.settings.api_url, self.token_provider, self.retry_settings)
+
+    async def aget_conn(self) -> ConnectionRestClient:
+        """:meth:`get_conn` for async code (resolves the connection without blocking the loop)."""
+        await self.aget_settings()
+        return self.get_conn()
+
+    def run(
+        self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None
+    ) -> Any:
+        """Call any IceProd route through the provider's transport (retries, error mapping, the 403
+        refresh, no blind re-send of a non-idempotent request); ``path`` is relative to the API URL.
+        """
+        return self._transports[API].request(method, path, params=params, json=json)
+
+    async def arun(
+        self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None
+    ) -> Any:
+        await self.aget_settings()
+        return await self._transports[API].arequest(method, path, params=params, json=json)
 
     def dataset_url(self, dataset_id: str) -> str:
         """The dataset's page on the IceProd website (sync only: no I/O once the connection is read)."""

@@ -70,6 +70,16 @@ def _fail_tasks(specs: list[str]) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     """Run the stand-in until SIGINT/SIGTERM. Returns the exit code."""
     args = build_parser().parse_args(argv)
+    try:
+        import jwt  # noqa: F401
+        import tornado  # noqa: F401
+    except ImportError as exc:
+        print(
+            f"airflow-iceprod local-server needs the stand-in's dependencies ({exc.name} is missing): "
+            "pip install 'airflow-provider-iceprod[testing]'",
+            file=sys.stderr,
+        )
+        return 2
     from airflow_provider_iceprod.testing.server import LocalIceProd
 
     server = LocalIceProd(

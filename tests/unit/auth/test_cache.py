@@ -45,21 +45,37 @@ def test_different_credentials_do_not_share(idp: LocalIceProd) -> None:
     assert idp.counters.grants["refresh_token"] == 2
 
 
-def test_lead_time_is_120_seconds() -> None:
+def test_lead_time_is_120_seconds_capped_at_a_quarter_of_the_lifetime() -> None:
     now = 1_000_000.0
-    token = AccessToken(value="x", expires_at=now + 121, obtained_at=now)
-    assert token.is_fresh(120, now)
-    assert not token.is_fresh(120, now + 1)
+    long_lived = AccessToken(value="x", expires_at=now + 600, obtained_at=now)
+    assert long_lived.is_fresh(120, now + 479)
+    assert not long_lived.is_fresh(120, now + 481)
+    short = AccessToken(value="x", expires_at=now + 120, obtained_at=now)  # lead capped at 30 s
+    assert short.is_fresh(120, now + 89)
+    assert not short.is_fresh(120, now + 91)
 
 
-@pytest.mark.parametrize(("lifetime", "grants"), [(119, 3), (125, 1)])
-def test_tokens_within_the_lead_time_are_refreshed(lifetime: float, grants: int) -> None:
-    # A 119 s token is always inside the 120 s lead time: every call refreshes. A 125 s one is reused.
+@pytest.mark.parametrize("lifetime", [8, 60, 119])
+def test_short_lived_tokens_are_reused_20_calls_are_not_20_grants(lifetime: float) -> None:
+    # Before: a token living <= 120 s was always inside the 120 s lead time, so every call refreshed.
     with LocalIceProd(token_lifetime=lifetime, materialize_interval=None) as ip:
         p = provider(ip, ip.issue_refresh_token("alice"))
-        for _ in range(3):
+        for _ in range(20):
             p.get_token()
-        assert ip.counters.grants["refresh_token"] == grants
+        assert ip.counters.grants["refresh_token"] == 1
+
+
+def test_expiry_comes_from_the_local_clock_not_the_issuers() -> None:
+    # The issuer's clock is 10 minutes behind this worker's: its "exp" is already in our past. The
+    # expiry must come from the receive time plus expires_in, or every call would be a grant.
+    import time as _time
+
+    with LocalIceProd(token_lifetime=300, materialize_interval=None) as ip:
+        ip.idp.clock = lambda: _time.time() - 600
+        p = provider(ip, ip.issue_refresh_token("alice"))
+        for _ in range(20):
+            p.get_token()
+        assert ip.counters.grants["refresh_token"] == 1
 
 
 def test_short_lived_tokens_with_a_scaled_lead_time() -> None:

@@ -69,13 +69,41 @@ def test_token_endpoint_5xx_is_retried_then_succeeds(idp: LocalIceProd) -> None:
 
 
 def test_token_endpoint_that_keeps_failing_gives_a_clear_transient_error(idp: LocalIceProd) -> None:
-    idp.faults.add(TOKEN_ROUTE, status=500)
+    idp.faults.add(TOKEN_ROUTE, status=503)  # "overloaded": the grant was not processed, safe to re-send
     started = time.monotonic()
     with pytest.raises(IceProdTransientError) as info:
         client(idp).refresh(idp.issue_refresh_token("alice"))
     assert time.monotonic() - started < 10
     assert "kept failing" in str(info.value) and idp.issuer_url in str(info.value)
     assert getattr(info.value, "attempts", None) == FAST_RETRY.attempts  # no outer transport retries again
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [{"status": 502}, {"drop": True}, {"status": 500}],
+    ids=["502", "connection-reset", "500"],
+)
+def test_a_lost_refresh_answer_is_never_re_sent(rotating_idp: LocalIceProd, fault: dict) -> None:
+    # The issuer processed the grant (rotating the single-use token), then the answer was lost. A
+    # re-send would spend the new chain's parent again: invalid_grant, and the login is dead.
+    ip = rotating_idp
+    ip.faults.add(TOKEN_ROUTE, when="after", times=1, **fault)
+    with pytest.raises(IceProdTransientError) as info:
+        client(ip).refresh(ip.issue_refresh_token("alice"))
+    assert ip.counters.grant_requests["refresh_token"] == 1
+    text = str(info.value)
+    assert "was lost" in text and "not re-sent" in text and "Refresh Token Max Reuse" in text
+    assert getattr(info.value, "attempts", None) is not None  # final: no outer transport retries it
+
+
+def test_a_slow_token_endpoint_gets_its_own_longer_timeout(rotating_idp: LocalIceProd) -> None:
+    # The hook's 1 s timeout would give up on a 1.5 s reply and re-send a spent single-use token.
+    ip = rotating_idp
+    ip.faults.add(TOKEN_ROUTE, latency=1.5, times=1)
+    quick = FAST_RETRY.__class__(retry_limit=2, retry_delay=0.01, max_delay=0.05, timeout=1.0)
+    grant = client(ip, retry=quick, token_timeout=5.0).refresh(ip.issue_refresh_token("alice"))
+    assert grant.access_token is not None
+    assert ip.counters.grant_requests["refresh_token"] == 1
 
 
 def test_client_credentials_uses_the_secret(idp: LocalIceProd) -> None:

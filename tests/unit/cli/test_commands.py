@@ -279,15 +279,20 @@ def test_status_refresh_logout(ip: LocalIceProd, env: dict[str, str], capsys) ->
     assert "/institutions/IceCube/UW-Madison" in status.stdout
     assert "valid until" in status.stdout
     assert base not in status.stdout
-    # single-use: status refreshed once and saved the rotated token in the connection and overlay
-    stored = db_connection(conn_id)["extra"]["refresh_token"]
+
+    # single-use: status refreshed once (it is not read-only) and saved the rotated token in the
+    # overlay; the connection keeps the login
+    def overlay_token() -> str:
+        return json.loads(db_variable(f"iceprod_token_state__{conn_id}"))["refresh_token"]
+
+    stored = overlay_token()
     assert stored != base and ip.refresh_token_is_valid(stored)
-    assert json.loads(db_variable(f"iceprod_token_state__{conn_id}"))["refresh_token"] == stored
+    assert db_connection(conn_id)["extra"]["refresh_token"] == base
 
     refresh = cli(["refresh", "--conn-id", conn_id], capsys)
     assert refresh.returncode == 0, refresh.stderr
     assert "Refreshed: bob" in refresh.stdout and "rotated" in refresh.stdout
-    newest = db_connection(conn_id)["extra"]["refresh_token"]
+    newest = overlay_token()
     assert newest != stored and ip.refresh_token_is_valid(newest)
     for secret in (base, stored, newest):
         assert secret not in status.stdout + status.stderr + refresh.stdout + refresh.stderr
@@ -295,7 +300,7 @@ def test_status_refresh_logout(ip: LocalIceProd, env: dict[str, str], capsys) ->
     as_json = json.loads(cli(["status", "--conn-id", conn_id, "--json"], capsys).stdout)
     assert as_json["username"] == "bob" and as_json["credential"] == "refresh_token"
 
-    latest = db_connection(conn_id)["extra"]["refresh_token"]
+    latest = overlay_token()
     logout = cli(["logout", "--conn-id", conn_id], capsys)
     assert logout.returncode == 0, logout.stderr
     assert not ip.refresh_token_is_valid(latest)  # revoked at the issuer
@@ -326,11 +331,20 @@ def test_status_of_a_missing_connection(env: dict[str, str], capsys) -> None:
 
 def test_token_endpoint_down_is_retried_then_exit_4(ip: LocalIceProd, env: dict[str, str], capsys) -> None:
     put_db_connection(ip, "iceprod_down")
-    ip.faults.add(r"/protocol/openid-connect/token", status=502)
+    ip.faults.add(r"/protocol/openid-connect/token", status=503)  # overloaded: nothing was processed
     proc = cli(["refresh", "--conn-id", "iceprod_down"], capsys)
     assert proc.returncode == 4, proc.stderr
     assert "kept failing" in proc.stderr
     assert ip.counters.matching("openid-connect/token") == 4  # 1 + 3 retries, then a clear error
+
+
+def test_a_lost_refresh_answer_is_not_re_sent_exit_4(ip: LocalIceProd, env: dict[str, str], capsys) -> None:
+    put_db_connection(ip, "iceprod_lost")
+    ip.faults.add(r"/protocol/openid-connect/token", status=502)  # the grant may have been processed
+    proc = cli(["refresh", "--conn-id", "iceprod_lost"], capsys)
+    assert proc.returncode == 4, proc.stderr
+    assert "was lost" in proc.stderr and "not re-sent" in proc.stderr
+    assert ip.counters.matching("openid-connect/token") == 1
 
 
 def test_local_server_is_delegated(capsys) -> None:
