@@ -5,7 +5,7 @@ VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 
-.PHONY: install demo test lint typecheck unit docs bench clean
+.PHONY: install demo test lint typecheck unit docs bench clean distributed-deps distributed-ci test-distributed install-af32
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,34 @@ unit: install
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(CURDIR)/site
 
-test: lint typecheck unit docs
+test: lint typecheck unit distributed-ci docs
+
+# The distributed tier (tests/distributed): Postgres, Redis, Celery workers, two triggerers, all on
+# loopback. Debian's postgresql and redis-server are installed here when missing.
+distributed-deps:
+	bash scripts/install-distributed-deps.sh
+
+# Its reduced scenario set, part of `make test` (so of CI).
+distributed-ci: install distributed-deps
+	ICEPROD_DISTRIBUTED=ci PATH="$(BIN):$$PATH" $(BIN)/python -m pytest tests/distributed -p no:cacheprovider -q -rs
+
+# Both ends of the supported Airflow range: the oldest 3.2.x allowed by pyproject, in its own venv.
+VENV32 := $(CURDIR)/.venv-af32
+BIN32 := $(VENV32)/bin
+$(VENV32)/.installed: pyproject.toml | install
+	$(BIN)/uv venv --quiet --allow-existing --python $(BIN)/python $(VENV32)
+	$(BIN)/uv pip install --quiet --python $(BIN32)/python -e '.[test]' 'apache-airflow==3.2.*'
+	touch $@
+
+install-af32: $(VENV32)/.installed
+
+# The full distributed set plus the production-like tests, on the newest Airflow (.venv) and the
+# oldest allowed 3.2.x (.venv-af32). Figures of the run go to docs/scale.md.
+test-distributed: install install-af32 distributed-deps
+	for bin in $(BIN) $(BIN32); do \
+	  ICEPROD_DISTRIBUTED=full ICEPROD_DISTRIBUTED_WRITE=$(CURDIR)/docs/scale.md PATH="$$bin:$$PATH" \
+	    $$bin/python -m pytest tests/production tests/distributed -p no:cacheprovider -q -rs || exit 1; \
+	done
 
 # Benchmarks write their results into docs/performance.md. The dbt Cloud provider is installed only
 # here, so the import-cost benchmark can put its operator module side by side with ours.
@@ -48,4 +75,4 @@ bench: install
 	done
 
 clean:
-	rm -rf $(VENV) $(CURDIR)/.airflow site .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) $(VENV32) $(CURDIR)/.airflow site .pytest_cache .mypy_cache .ruff_cache .coverage
