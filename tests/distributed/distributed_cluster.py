@@ -36,7 +36,7 @@ SCALE = os.environ.get("ICEPROD_DISTRIBUTED", "").strip().lower()
 
 #: Sizes per scale: runs waiting through the triggerer failover, seconds of token rotation.
 SIZES: dict[str, dict[str, int]] = {
-    "ci": {"failover_runs": 24, "rotation_seconds": 75, "rotation_waits": 6},
+    "ci": {"failover_runs": 20, "rotation_seconds": 65, "rotation_waits": 6},
     "full": {"failover_runs": 200, "rotation_seconds": 240, "rotation_waits": 20},
 }
 
