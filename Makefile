@@ -51,9 +51,10 @@ distributed-ci: install distributed-deps
 # Both ends of the supported Airflow range: the oldest 3.2.x allowed by pyproject, in its own venv.
 VENV32 := $(CURDIR)/.venv-af32
 BIN32 := $(VENV32)/bin
-$(VENV32)/.installed: pyproject.toml | install
+$(VENV32)/.installed: pyproject.toml tests/distributed/constraints-airflow-3.2.txt | install
 	$(BIN)/uv venv --quiet --allow-existing --python $(BIN)/python $(VENV32)
-	$(BIN)/uv pip install --quiet --python $(BIN32)/python -e '.[test]' 'apache-airflow==3.2.*'
+	$(BIN)/uv pip install --quiet --python $(BIN32)/python -e '.[test]' 'apache-airflow==3.2.*' \
+	  -c tests/distributed/constraints-airflow-3.2.txt
 	touch $@
 
 install-af32: $(VENV32)/.installed

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from distributed_cluster import POLL_INTERVAL, REFRESH_PERIOD, TOKEN_LIFETIME, DistributedAirflow, Service
 
+from airflow_provider_iceprod.version_compat import AIRFLOW_V_3_3_PLUS
+
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(1800)]
 
 IDP = "/auth/realms/"
@@ -271,6 +273,13 @@ def test_worker_killed_mid_submit(cluster: DistributedAirflow, iceprod: Any, res
         f"{cluster.env['AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT']} s; {recovered:.0f} s",
     )
     results.add("Worker killed mid-submit", "time to hold all three submits", f"{held_all:.0f} s")
+    results.add(
+        "Worker killed mid-submit",
+        "how the retry found its dataset",
+        "task state store (request id, dataset id)"
+        if AIRFLOW_V_3_3_PLUS
+        else "description marker (Airflow 3.2 has no task state store)",
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
