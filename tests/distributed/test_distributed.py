@@ -11,6 +11,7 @@ The tests never assert wall-clock speed; times are reported, bounds are generous
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from typing import Any
@@ -79,6 +80,20 @@ def _wait_runs(
         return states if states.get("success", 0) + states.get("failed", 0) >= count else None
 
     return cluster.wait_for(f"{count} finished {dag_id} runs", finished, timeout, 2)
+
+
+def _failed_tries(cluster: DistributedAirflow, dag_id: str, prefix: str) -> str:
+    """How many task tries failed (their retry then ran), by exception type, from the task logs."""
+    reasons: Counter[str] = Counter()
+    base = cluster.base / "task-logs" / f"dag_id={dag_id}"
+    for path in base.glob(f"run_id={prefix}*/task_id=*/attempt=*.log"):
+        text = path.read_text(errors="replace")
+        if '"Task failed with exception"' in text:
+            found = re.search(r'"exc_type":"([^"]+)","exc_value":"([^"]{0,60})', text)
+            reasons[f"{found.group(1)}: {found.group(2)}..." if found else "unknown"] += 1
+    if not reasons:
+        return "0"
+    return f"{sum(reasons.values())} (" + "; ".join(f"{n}x {r}" for r, n in reasons.most_common()) + ")"
 
 
 def _rate(ip: Any, seconds: float) -> tuple[float, dict[str, int]]:
@@ -170,6 +185,11 @@ def test_triggerer_failover(
         f"{deferred_after:.0f} s / {finished:.0f} s",
     )
     results.add("Triggerer failover", "datasets per run", "exactly 1 for every run")
+    results.add(
+        "Triggerer failover",
+        "tries that failed and were retried",
+        _failed_tries(cluster, "dist_submit_wait", "failover-"),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -354,3 +374,6 @@ def test_rotation_across_workers_and_triggerers(
     results.add("Token rotation", "refresh requests rejected (invalid_grant races)", rejected)
     results.add("Token rotation", "grants per process and period", f"{grants / 4 / periods:.2f}")
     results.add("Token rotation", "lost logins (IceProdAuthError)", lost)
+    results.add(
+        "Token rotation", "task tries that failed", _failed_tries(cluster, "dist_token_load", "rotation-")
+    )
