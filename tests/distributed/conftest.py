@@ -62,10 +62,7 @@ class Results:
         return "\n".join(lines)
 
 
-@pytest.fixture(scope="session")
-def results() -> Iterator[Results]:
-    res = Results()
-    yield res
+def _write(res: Results) -> None:
     target = os.environ.get("ICEPROD_DISTRIBUTED_WRITE")
     if not target or not res.sections:
         return
@@ -82,6 +79,20 @@ def results() -> Iterator[Results]:
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+@pytest.fixture(scope="session")
+def _session_results() -> Iterator[Results]:
+    res = Results()
+    yield res
+    _write(res)
+
+
+@pytest.fixture
+def results(_session_results: Results) -> Iterator[Results]:
+    """Figures of the run; written after every scenario, so a later failure keeps the earlier ones."""
+    yield _session_results
+    _write(_session_results)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from distributed_cluster import POLL_INTERVAL, REFRESH_PERIOD, TOKEN_LIFETIME, D
 
 from airflow_provider_iceprod.version_compat import AIRFLOW_V_3_3_PLUS
 
-pytestmark = [pytest.mark.distributed, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.distributed, pytest.mark.timeout(3600)]
 
 IDP = "/auth/realms/"
 
@@ -121,7 +121,7 @@ def test_triggerer_failover(
     run_ids = [f"failover-{i:04d}" for i in range(runs)]
     for run_id in run_ids:
         cluster.api.trigger("dist_submit_wait", run_id)
-    _wait_all_deferred(cluster, "dist_submit_wait", runs, timeout=120 + 3 * runs)
+    _wait_all_deferred(cluster, "dist_submit_wait", runs, timeout=180 + 8 * runs)
     deferred_after = time.monotonic() - t0
 
     owners = _triggerers(cluster)
@@ -149,7 +149,7 @@ def test_triggerer_failover(
     assert cluster.ti_states("dist_submit_wait").get("deferred", 0) == runs
 
     iceprod.grid.resume()
-    states = _wait_runs(cluster, "dist_submit_wait", runs, timeout=300 + 3 * runs, prefix="failover-")
+    states = _wait_runs(cluster, "dist_submit_wait", runs, timeout=300 + 8 * runs, prefix="failover-")
     finished = time.monotonic() - t0
     grants = sum(iceprod.counters.grants.values()) - grants_before
     victim.start()  # back to two triggerers for the next scenarios
