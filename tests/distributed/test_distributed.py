@@ -133,6 +133,9 @@ def test_triggerer_failover(
     victim = owners[victim_job]
     survivor_job = next(job for job in owners if job != victim_job)
     victim_held = held.get(victim_job, 0)
+    heartbeat_age = cluster.query(
+        "SELECT extract(epoch FROM now() - latest_heartbeat) FROM job WHERE id = %s", victim_job
+    )[0][0]
     killed_at = time.monotonic()
     victim.kill()
 
@@ -169,6 +172,11 @@ def test_triggerer_failover(
     results.add("Triggerer failover", "health-check threshold / heartbeat", f"{threshold:g} s / 3 s")
     results.add(
         "Triggerer failover", "take-over time (SIGKILL to all triggers reassigned)", f"{takeover:.1f} s"
+    )
+    results.add(
+        "Triggerer failover",
+        "age of the killed triggerer's last heartbeat at the kill",
+        f"{float(heartbeat_age):.1f} s",
     )
     results.add(
         "Triggerer failover",
