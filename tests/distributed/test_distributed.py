@@ -327,7 +327,7 @@ def test_rotation_across_workers_and_triggerers(
     wait_runs = [f"rotation-wait-{i:03d}" for i in range(waits)]
     for run_id in wait_runs:
         cluster.api.trigger("dist_submit_wait", run_id)
-    _wait_all_deferred(cluster, "dist_submit_wait", waits, timeout=300)
+    _wait_all_deferred(cluster, "dist_submit_wait", waits, timeout=300 + 20 * waits)
     owners = _triggerers(cluster)
     held = _triggers_by_job(cluster)
     triggerers_used = sum(1 for job in owners if held.get(job, 0) > 0)
@@ -341,7 +341,9 @@ def test_rotation_across_workers_and_triggerers(
     elapsed = time.monotonic() - t0
     snap1 = iceprod.counters.snapshot()
     iceprod.grid.resume()
-    waits_state = _wait_runs(cluster, "dist_submit_wait", waits, timeout=300, prefix="rotation-wait-")
+    waits_state = _wait_runs(
+        cluster, "dist_submit_wait", waits, timeout=300 + 20 * waits, prefix="rotation-wait-"
+    )
 
     # After all that rotation, a fresh task process still logs in with the stored (rotated) token.
     cluster.api.trigger(
