@@ -50,7 +50,7 @@ with DAG("dist_submit_wait", default_args={"retries": 2, "retry_delay": timedelt
         wait_for_completion=True,
         deferrable=True,
         poll_interval=POLL_INTERVAL,
-        action_poll_interval=0.5,
+        hook_params={"poll_interval": 0.5},  # IceProd /actions requests: poll every 0.5 s
     )
 
 with DAG("dist_submit_hold", default_args={"retries": 2, "retry_delay": timedelta(seconds=2)}, **COMMON):
@@ -60,7 +60,7 @@ with DAG("dist_submit_hold", default_args={"retries": 2, "retry_delay": timedelt
         description="distributed {{ dag.dag_id }} {{ run_id }}",
         jobs_submitted=1,
         materialize=True,
-        action_poll_interval=0.5,
+        hook_params={"poll_interval": 0.5},  # IceProd /actions requests: poll every 0.5 s
     )
 
 with DAG("dist_token_load", default_args={"retries": 0}, **COMMON):
