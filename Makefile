@@ -5,7 +5,7 @@ VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 
-.PHONY: install browser demo test lint typecheck unit docs screenshots bench clean fidelity-venv fidelity
+.PHONY: install browser demo test lint typecheck unit docs screenshots bench clean fidelity-venv fidelity distributed-deps distributed-ci test-distributed install-af32
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,7 +50,36 @@ fidelity-venv:
 fidelity: install fidelity-venv
 	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest tests/fidelity -p no:cacheprovider $(PYTEST_ARGS)
 
-test: lint typecheck unit docs
+
+test: lint typecheck unit distributed-ci docs
+
+# The distributed tier (tests/distributed): Postgres, Redis, Celery workers, two triggerers, all on
+# loopback. Debian's postgresql and redis-server are installed here when missing.
+distributed-deps:
+	bash scripts/install-distributed-deps.sh
+
+# Its reduced scenario set, part of `make test` (so of CI).
+distributed-ci: install distributed-deps
+	ICEPROD_DISTRIBUTED=ci PATH="$(BIN):$$PATH" $(BIN)/python -m pytest tests/distributed -p no:cacheprovider -q -rs
+
+# Both ends of the supported Airflow range: the oldest 3.2.x allowed by pyproject, in its own venv.
+VENV32 := $(CURDIR)/.venv-af32
+BIN32 := $(VENV32)/bin
+$(VENV32)/.installed: pyproject.toml tests/distributed/constraints-airflow-3.2.txt | install
+	$(BIN)/uv venv --quiet --allow-existing --python $(BIN)/python $(VENV32)
+	$(BIN)/uv pip install --quiet --python $(BIN32)/python -e '.[test,testing]' 'apache-airflow==3.2.*' \
+	  -c tests/distributed/constraints-airflow-3.2.txt
+	touch $@
+
+install-af32: $(VENV32)/.installed
+
+# The full distributed set plus the production-like tests, on the newest Airflow (.venv) and the
+# oldest allowed 3.2.x (.venv-af32). Figures of the run go to docs/scale.md.
+test-distributed: install install-af32 distributed-deps
+	for bin in $(BIN) $(BIN32); do \
+	  ICEPROD_DISTRIBUTED=full ICEPROD_DISTRIBUTED_WRITE=$(CURDIR)/docs/scale.md PATH="$$bin:$$PATH" \
+	    $$bin/python -m pytest tests/production tests/distributed -p no:cacheprovider -q -rs || exit 1; \
+	done
 
 # Re-take the screenshots in docs/img/ (connection form, Test result, extra link) with the browser tests.
 screenshots: install browser
@@ -65,4 +94,4 @@ bench: install
 	done
 
 clean:
-	rm -rf $(VENV) $(CURDIR)/.fidelity-venv $(CURDIR)/.airflow site .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) $(VENV32) $(CURDIR)/.fidelity-venv $(CURDIR)/.airflow site .pytest_cache .mypy_cache .ruff_cache .coverage

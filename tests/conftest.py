@@ -56,6 +56,9 @@ def _fresh_secrets_masker() -> Iterator[None]:
     gets slower (seconds per token late in the run).
     """
     yield
-    from airflow.sdk.log import _secrets_masker
+    try:
+        from airflow.sdk.log import _secrets_masker
+    except ImportError:  # Airflow 3.2 (task SDK 1.2) keeps it in the shared module
+        from airflow.sdk._shared.secrets_masker.secrets_masker import _secrets_masker
 
     _secrets_masker().reset_masker()
