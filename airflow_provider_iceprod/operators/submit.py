@@ -37,6 +37,7 @@ from airflow_provider_iceprod.operators._common import emit_asset_events, outlet
 from airflow_provider_iceprod.operators._resume import (
     DATASET_ID_KEY,
     REQUEST_ID_KEY,
+    SENT_AT_KEY,
     SubmitState,
     existing_problem,
     marker_for_context,
@@ -84,6 +85,11 @@ class IceProdSubmitDatasetOperator(BaseOperator):
             ``reset`` (default: retry its failed tasks, or resume it when suspended), ``resubmit``
             (mark the old dataset superseded and submit a new one) or ``fail``.
         submit_timeout: seconds to wait for IceProd's submit request to yield a dataset.
+        reconcile_grace: seconds to look for the dataset (by its marker) when the answer to the
+            submit was lost, or when a retry finds a submit of an earlier try possibly still
+            queued at IceProd (counted from when that submit was sent). Never re-sent: after
+            this the task fails without retries (``IceProdUncertainError``) and asks a person
+            to check. Default 120.
         wait_for_completion: after submitting, wait for the dataset like ``IceProdDatasetSensor``.
         deferrable: wait in the triggerer instead of holding a worker slot (default:
             ``[operators] default_deferrable``).
@@ -130,6 +136,7 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         dry_run: bool = False,
         on_existing_failed: str = "reset",
         submit_timeout: float = 900.0,
+        reconcile_grace: float = checks.DEFAULT_RECONCILE_GRACE,
         wait_for_completion: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 60.0,
@@ -165,6 +172,7 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         self.is_dry_run = dry_run  # BaseOperator.dry_run() is a method
         self.on_existing_failed = on_existing_failed
         self.submit_timeout = submit_timeout
+        self.reconcile_grace = checks.finite_number(reconcile_grace, "reconcile_grace", minimum=0)
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         self.poll_interval = poll_interval
@@ -219,6 +227,7 @@ class IceProdSubmitDatasetOperator(BaseOperator):
             low_level=self.low_level,
             materialize=False,  # execute() materializes once the XComs are pushed
             timeout=self.submit_timeout,
+            reconcile_grace=self.reconcile_grace,
             tasks_per_job=self.tasks_per_job,
         )
 
@@ -294,7 +303,20 @@ class IceProdSubmitDatasetOperator(BaseOperator):
             state.set(REQUEST_ID_KEY, request_id)
             self.log.info("IceProd accepted submit request %s; waiting for the dataset.", request_id)
 
-        result = self.hook.submit(request, on_request=on_request, resume_request_id=state.get(REQUEST_ID_KEY))
+        def on_send(when: float) -> None:
+            state.set_time(SENT_AT_KEY, when)
+
+        request_id = state.get(REQUEST_ID_KEY)
+        sent_at = state.get_time(SENT_AT_KEY)
+        result = self.hook.submit(
+            request,
+            on_request=on_request,
+            resume_request_id=request_id,
+            # With a store, a try that finds no send time knows no earlier try sent a submit.
+            fresh=state.available and sent_at is None and request_id is None,
+            sent_at=sent_at,
+            on_send=on_send,
+        )
         state.set(DATASET_ID_KEY, result.dataset_id)
         return result
 
@@ -336,7 +358,7 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         # resubmit: retire the old dataset's marker so lookups find only the new dataset
         self.log.info("%s: submitting a new dataset (on_existing_failed='resubmit').", what)
         supersede(hook, result.dataset_id, marker, self.log)
-        state.delete(DATASET_ID_KEY, REQUEST_ID_KEY)
+        state.delete(DATASET_ID_KEY, REQUEST_ID_KEY, SENT_AT_KEY)
         new = self._submit(state, request)
         if new.reattached:
             raise IceProdDatasetFailedError(
