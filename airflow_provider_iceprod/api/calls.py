@@ -126,7 +126,7 @@ def set_dataset_status(dataset_id: str, status: str) -> Call:
 
 
 def set_priority(dataset_id: str, priority: Any) -> Call:
-    body = {"priority": finite_number(priority, "priority", minimum=0)}  # a float: IceProd refuses 1
+    body = {"priority": finite_number(priority, "priority")}  # a float: IceProd refuses 1; negative is fine
     return Call("PUT", f"{_ds(dataset_id)}/priority", json=body, parse=_none)
 
 

@@ -19,6 +19,7 @@ from airflow_provider_iceprod.api.checks import (
     SubmitRequest,
     dataset_ref,
     finite_number,
+    job_count,
     marker_tag,
     positive_int,
     status_action_body,
@@ -135,11 +136,34 @@ def get_dataset(ref: Any, ctx: FlowContext) -> Flow[Dataset]:
     return (yield from on_dataset(ref, ctx, calls.get_dataset))
 
 
-def add_jobs(ref: Any, count: Any, ctx: FlowContext) -> Flow[int]:
-    """Grow ``jobs_submitted`` by ``count``; returns the new total."""
-    count = positive_int(count, "count")
+def add_jobs(
+    ref: Any,
+    count: Any,
+    ctx: FlowContext,
+    *,
+    allow_large: bool = False,
+    target: int | None = None,
+    on_target: Callable[[int], None] | None = None,
+) -> Flow[int]:
+    """Grow ``jobs_submitted`` by ``count``; returns the new total.
+
+    ``target``: the total an earlier try of the same change computed (it may already be set):
+    it is set again instead of adding ``count`` a second time. ``on_target(total)`` is called
+    before the PUT (persist it there, so a retry passes it back as ``target``).
+    """
+    count = job_count(count, "count", allow_large=allow_large)
     dataset = yield from get_dataset(ref, ctx)
-    total = dataset.jobs_submitted + count
+    if target is not None:
+        if dataset.jobs_submitted >= target:
+            log.info(
+                "jobs_submitted is already %d (target %d): not adding again", dataset.jobs_submitted, target
+            )
+            return dataset.jobs_submitted
+        total = target
+    else:
+        total = job_count(dataset.jobs_submitted + count, "jobs_submitted", allow_large=allow_large)
+        if on_target is not None:
+            on_target(total)
     yield calls.set_jobs_submitted(dataset.dataset_id, total)
     return total
 

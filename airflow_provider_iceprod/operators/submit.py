@@ -66,12 +66,15 @@ class IceProdSubmitDatasetOperator(BaseOperator):
             Templated. IceProd macros such as ``$(dataset)`` are left alone.
         description: the dataset description (templated). The operator appends a marker
             ``[airflow:<16 hex>]`` that lets a retried task find its dataset.
-        jobs_submitted: number of jobs (positive integer, templated).
+        jobs_submitted: number of jobs (positive integer, templated); checked when the DAG is
+            parsed when it is not a template. More than 1,000,000 needs ``allow_large=True``.
+        allow_large: allow ``jobs_submitted`` above 1,000,000.
         group: ``users`` (default), ``simprod``, ``filtering`` or ``admin`` (templated); the token
             must be a member.
         iceprod_conn_id: the Airflow connection (templated).
         tasks_per_job: when given, the config must have exactly this many tasks.
-        priority: dataset priority (a number), sent as an extra submit field.
+        priority: dataset priority (a number; negative ones too, as IceProd accepts them), sent
+            as an extra submit field.
         start_suspended: create the dataset ``suspended`` (``{"status": "suspended"}``).
         debug: IceProd's dataset ``debug`` flag.
         extra_submit_fields: other optional ``POST /datasets`` fields (``jobs_immutable``,
@@ -148,6 +151,7 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         cancel_on_kill: bool = True,
         asset_alias: str | None = None,
         hook_params: dict[str, Any] | None = None,
+        allow_large: bool = False,
         **kwargs: Any,
     ) -> None:
         if on_existing_failed not in ON_EXISTING_FAILED:
@@ -184,6 +188,12 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         self.cancel_on_kill = cancel_on_kill
         self.asset_alias = asset_alias
         self.hook_params = check_hook_params(hook_params)
+        self.allow_large = bool(allow_large)
+        # Literal values are checked now (DAG parse time), with the same rules as at execute.
+        if not (isinstance(jobs_submitted, str) and "{{" in jobs_submitted):
+            checks.job_count(jobs_submitted, "jobs_submitted", allow_large=self.allow_large)
+        if priority is not None:
+            checks.extra_fields({"priority": priority})
         # run-time state (this try only)
         self._dataset_id: str | None = None
         self._waiting = False
@@ -229,6 +239,7 @@ class IceProdSubmitDatasetOperator(BaseOperator):
             timeout=self.submit_timeout,
             reconcile_grace=self.reconcile_grace,
             tasks_per_job=self.tasks_per_job,
+            allow_large=self.allow_large,
         )
 
     # ------------------------------------------------------------------------------------ execute

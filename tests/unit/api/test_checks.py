@@ -227,3 +227,15 @@ def test_extra_fields_rule() -> None:
     with pytest.raises(IceProdConfigError) as info:
         checks.extra_fields({"username": ""}, low_level=True)
     assert info.value.field == "extra_submit_fields.username"
+
+
+def test_job_counts_have_one_range_check() -> None:
+    """Issue 13 #9: jobs_submitted and add_jobs share one bound; negative priorities pass."""
+    assert checks.job_count(checks.MAX_JOBS, "n") == checks.MAX_JOBS
+    with pytest.raises(IceProdConfigError, match="allow_large=True"):
+        checks.job_count(checks.MAX_JOBS + 1, "n")
+    assert checks.job_count(10**12, "n", allow_large=True) == 10**12
+    with pytest.raises(IceProdConfigError, match="jobs_submitted"):
+        checks.check_submit(CONFIG, description="d", jobs_submitted=10**12)
+    assert checks.extra_fields({"priority": -1}) == {"priority": -1.0}
+    assert calls.set_priority(DATASET_ID, -0.5).json == {"priority": -0.5}

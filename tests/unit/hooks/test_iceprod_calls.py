@@ -97,6 +97,24 @@ def test_add_jobs_grows_jobs_submitted(hook: IceProdHook, ip: LocalIceProd, data
     assert ip.dataset(dataset_id)["tasks_submitted"] == 10
 
 
+def test_add_jobs_is_range_checked_and_idempotent_with_a_target(
+    hook: IceProdHook, ip: LocalIceProd, dataset_id: str
+) -> None:
+    """Issue 13 #3 and #9: counts above 1,000,000 need allow_large (checked before any request);
+    the target total reaches ``on_target`` before the PUT and, passed back, is never exceeded."""
+    from airflow_provider_iceprod.exceptions import IceProdConfigError
+
+    with pytest.raises(IceProdConfigError, match="allow_large"):
+        hook.add_jobs(dataset_id, 10**9)
+    assert ip.counters.total() == 0
+    targets: list[int] = []
+    assert hook.add_jobs(dataset_id, 3, on_target=targets.append) == 5
+    assert targets == [5]
+    assert hook.add_jobs(dataset_id, 3, target=5) == 5  # a retry of the same change
+    assert ip.dataset(dataset_id)["jobs_submitted"] == 5
+    assert ip.counters.matching(r"^PUT .*/jobs_submitted$") == 1
+
+
 def test_dataset_number_is_resolved_once_per_process(
     hook: IceProdHook, ip: LocalIceProd, dataset_id: str
 ) -> None:

@@ -181,7 +181,9 @@ def test_lost_submit_answer_with_a_worker_slower_than_the_grace_is_never_resent(
     assert "queued or processing" in message and "A person must check" in message
     assert "probably" not in message
     assert ip.dataset_count() == 0  # not yet: the worker is slow
-    again = hook.submit_dataset(CONFIG, description="d", jobs_submitted=1, marker="m-slow", reconcile_grace=10)
+    again = hook.submit_dataset(
+        CONFIG, description="d", jobs_submitted=1, marker="m-slow", reconcile_grace=10
+    )
     assert again.reattached
     assert ip.counters.get(SUBMIT) == 1
     assert ip.dataset_count() == 1

@@ -381,7 +381,9 @@ def test_a_retry_after_a_crash_before_the_request_id_was_saved_never_submits_twi
     _assert_dataset_xcoms(dag_run, ip, ip.datasets()[0])
 
 
-def test_a_lost_submit_answer_with_a_slow_worker_fails_without_retries(iceprod_connection, airflow_db) -> None:
+def test_a_lost_submit_answer_with_a_slow_worker_fails_without_retries(
+    iceprod_connection, airflow_db
+) -> None:
     """Issue 13 #2: the answer is lost and the worker is slower than ``reconcile_grace``: the task
     fails for good (retries would risk a second dataset) instead of submitting again."""
     ip = iceprod_connection
