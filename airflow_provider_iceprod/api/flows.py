@@ -7,6 +7,7 @@ gets back) is in ``docs/architecture.md``, "The api package".
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
@@ -239,8 +240,37 @@ def run_action(
     timeout: Any = 900.0,
     on_progress: OnProgress = None,
 ) -> Flow[ActionRequest]:
-    """Post an action; wait for it (or return its first state when ``wait`` is False)."""
-    request_id = yield calls.post_action(name, body)
+    """Post an action; wait for it (or return its first state when ``wait`` is False).
+
+    Only ``materialization`` is deduplicated by IceProd: any other action whose answer is lost
+    after it may have reached IceProd is not re-sent (IceProd would record and run it twice), and
+    IceProd cannot look a request up without its id, so the flow stops with
+    IceProdUncertainError, saying what a person should check.
+    """
+    sent = time.time()
+    try:
+        request_id = yield calls.post_action(name, body)
+    except IceProdAmbiguousError as exc:
+        pending: dict[str, int] | None = None
+        with contextlib.suppress(IceProdTransientError):  # only for the message
+            pending = yield calls.action_counts(name)
+        queue = (
+            f"IceProd has {pending.get('queued', 0) + pending.get('processing', 0)} {name} request(s) "
+            "queued or processing (everyone's)"
+            if pending is not None
+            else f"IceProd's {name} queue could not be read"
+        )
+        what = f"action {body.get('action')!r} " if body.get("action") else ""
+        raise IceProdUncertainError(
+            f"The answer to POST /actions/{name} ({what}on dataset {body.get('dataset_id')}, sent at "
+            f"{_when(sent)}) was lost: {exc.message}. IceProd may have recorded the request; it was "
+            f"not sent again, because a second request would run twice. {queue}. A person must "
+            "check the dataset (IceProd website) and run the action again only if it did not take "
+            "effect.",
+            status_code=exc.status_code,
+            method=exc.method,
+            path=exc.path,
+        ) from exc
     if not wait:
         return (yield calls.get_action(name, request_id))
     return (yield from wait_for_action(name, request_id, ctx, timeout=timeout, on_progress=on_progress))
