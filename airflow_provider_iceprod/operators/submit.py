@@ -104,7 +104,10 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         stall_polls: consecutive polls with failed tasks and nothing running before the wait
             fails as stalled.
         tolerate_errors: consecutive polls that may fail with a transient IceProd error (after
-            the hook's retries) before the task fails.
+            the hook's retries) with a warning; after that, see ``on_outage``.
+        on_outage: ``wait`` (default): an IceProd outage never ends the wait; it keeps polling
+            until ``wait_timeout``, logging errors and backing off (the pause doubles per failed
+            poll, up to 5 minutes). ``fail``: fail after ``tolerate_errors`` + 1 failed polls.
         cancel_on_kill: when the task is killed while waiting (marked failed/success, cleared),
             suspend the dataset it submitted (default ``True``; best effort, resumable with the
             ``resume`` action). In deferrable mode the trigger does this on Airflow 3.3+.
@@ -148,6 +151,7 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         on_suspended: str = "fail",
         stall_polls: int = 3,
         tolerate_errors: int = 3,
+        on_outage: str = "wait",
         cancel_on_kill: bool = True,
         asset_alias: str | None = None,
         hook_params: dict[str, Any] | None = None,
@@ -185,6 +189,7 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         self.on_suspended = on_suspended
         self.stall_polls = stall_polls
         self.tolerate_errors = tolerate_errors
+        self.on_outage = on_outage
         self.cancel_on_kill = cancel_on_kill
         self.asset_alias = asset_alias
         self.hook_params = check_hook_params(hook_params)
@@ -213,6 +218,7 @@ class IceProdSubmitDatasetOperator(BaseOperator):
                 stall_polls=self.stall_polls,
                 poll_interval=self.poll_interval,
                 tolerate_errors=self.tolerate_errors,
+                on_outage=self.on_outage,
             )
         except ValueError as exc:
             raise IceProdConfigError(f"Invalid wait option: {exc}", field="wait options") from None

@@ -130,7 +130,7 @@ def test_failure_after_submit_retries_onto_the_same_dataset_via_task_state_store
     # the dataset exists; try 2 must reattach to it.
     ip.faults.add(r"job_counts/status", status=500, times=1)
     with make_dag("op_submit_retry_store", retries=1) as dag:
-        _submit(wait_for_completion=True, deferrable=False, tolerate_errors=0)
+        _submit(wait_for_completion=True, deferrable=False, tolerate_errors=0, on_outage="fail")
     dag_run = run_dag(dag)
 
     assert str(dag_run.state) == "success"
@@ -152,7 +152,7 @@ def test_failure_after_submit_retries_onto_the_same_dataset_via_marker_without_s
     ip = iceprod_connection
     ip.faults.add(r"job_counts/status", status=500, times=1)
     with make_dag("op_submit_retry_marker", retries=1) as dag:
-        _submit(wait_for_completion=True, deferrable=False, tolerate_errors=0)
+        _submit(wait_for_completion=True, deferrable=False, tolerate_errors=0, on_outage="fail")
     dag_run = run_dag(dag)
 
     assert str(dag_run.state) == "success"
