@@ -61,11 +61,13 @@ class SubmitState:
     def __init__(self, context: Any, log: Any) -> None:
         self._log = log
         self._store = context.get("task_state_store") if AIRFLOW_V_3_3_PLUS else None
+        self._read_failed = False
 
     @property
     def available(self) -> bool:
-        """Whether there is a store (Airflow 3.3+)."""
-        return self._store is not None
+        """Whether there is a store (Airflow 3.3+) and every read from it so far worked (so an
+        absent value really is absent)."""
+        return self._store is not None and not self._read_failed
 
     def get_time(self, key: str) -> float | None:
         """A time stored by :meth:`set_time` (epoch seconds), or None."""
@@ -92,6 +94,7 @@ class SubmitState:
         try:
             value = self._store.get(key)
         except Exception as exc:
+            self._read_failed = True
             self._log.warning("Could not read %r from the task state store: %s", key, exc)
             return None
         return value if isinstance(value, str) and value else None
