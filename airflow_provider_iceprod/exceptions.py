@@ -64,6 +64,15 @@ class IceProdAmbiguousError(IceProdTransientError):
     """
 
 
+class IceProdUncertainError(IceProdError, AirflowFailException):
+    """IceProd may or may not have acted on a request whose answer was lost, and the provider could
+    not find out which: re-sending could do it twice, so a person must check. Not retryable.
+
+    The message names what to look for (the dataset marker, the action and dataset) and when the
+    request was sent.
+    """
+
+
 class IceProdRequestError(IceProdError):
     """A 4xx answer that retrying will not change."""
 

@@ -24,7 +24,9 @@ from airflow_provider_iceprod.waiting import (
     evaluate,
     event_result,
     not_visible_error,
+    outage_pause,
     progress_line,
+    ride_out,
     timeout_event,
     verdict_event,
     with_failed_task_names,
@@ -56,16 +58,27 @@ def poll_once(
 def count_transient_error(
     state: WaitState, options: WaitOptions, exc: IceProdTransientError, log: Any
 ) -> None:
-    """Remember a failed poll; re-raise once more than ``tolerate_errors`` polls in a row failed."""
+    """Remember a failed poll; re-raise it when the wait must end (``on_outage="fail"`` and more
+    than ``tolerate_errors`` failed polls in a row), else log it (louder once past the tolerance)."""
     state.error_count += 1
-    if state.error_count > options.tolerate_errors:
+    keep = ride_out(options, state.error_count)
+    if keep is False:
         raise exc
-    log.warning(
-        "Polling IceProd failed (%s of %s tolerated in a row): %s",
-        state.error_count,
-        options.tolerate_errors,
-        exc,
-    )
+    if keep:
+        log.warning(
+            "Polling IceProd failed (%s of %s tolerated in a row): %s",
+            state.error_count,
+            options.tolerate_errors,
+            exc,
+        )
+    else:
+        log.error(
+            "IceProd has failed %s polls in a row (an outage?); still waiting until the deadline "
+            "(on_outage='wait'), next poll in %.0f s: %s",
+            state.error_count,
+            outage_pause(options.poll_interval, state.error_count),
+            exc,
+        )
 
 
 def wait_for_dataset(
@@ -102,5 +115,6 @@ def wait_for_dataset(
         now = clock()
         if deadline is not None and now >= deadline:
             return event_result(timeout_event(dataset_id, deadline))
-        pause = options.poll_interval if deadline is None else min(options.poll_interval, deadline - now)
+        interval = outage_pause(options.poll_interval, state.error_count)
+        pause = interval if deadline is None else min(interval, deadline - now)
         sleep(max(pause, 0.0))

@@ -47,6 +47,10 @@ if TYPE_CHECKING:
     pass
 
 ON_SUSPENDED_CHOICES = ("fail", "wait", "timeout")
+ON_OUTAGE_CHOICES = ("wait", "fail")
+#: During an outage the pause between polls doubles per failed poll, up to 8 intervals or this,
+#: whichever is shorter (never below the interval): a long outage costs little.
+MAX_OUTAGE_PAUSE = 300.0
 EVENT_STATUSES = ("success", "failed", "timeout", "error")
 #: How many rate samples a :class:`WaitState` keeps for the ETA (a sliding window of the last
 #: changes in the number of complete jobs, plus the oldest kept one as the window's start).
@@ -77,7 +81,12 @@ class WaitOptions:
             queued or processing before the wait fails as stalled.
         poll_interval: seconds between polls.
         tolerate_errors: consecutive polls that may fail with a transient error (after the hook's
-            own retries) before the wait gives up.
+            own retries) with a warning; after that, see ``on_outage``.
+        on_outage: ``wait`` (default): IceProd being unreachable or overloaded (transient errors)
+            never ends the wait; it keeps polling until its deadline, with error-level log lines
+            once ``tolerate_errors`` is used up and a pause that doubles per failed poll (up to
+            8 poll intervals or :data:`MAX_OUTAGE_PAUSE`). ``fail``: the wait fails after ``tolerate_errors`` + 1
+            failed polls in a row.
     """
 
     target_states: tuple[str, ...] = ("complete",)
@@ -85,6 +94,7 @@ class WaitOptions:
     stall_polls: int = 3
     poll_interval: float = 60.0
     tolerate_errors: int = 3
+    on_outage: str = "wait"
 
     def __post_init__(self) -> None:
         states = self.target_states
@@ -118,6 +128,8 @@ class WaitOptions:
             or self.tolerate_errors < 0
         ):
             raise ValueError(f"tolerate_errors must be an integer >= 0, got {self.tolerate_errors!r}")
+        if self.on_outage not in ON_OUTAGE_CHOICES:
+            raise ValueError(f"on_outage must be one of {list(ON_OUTAGE_CHOICES)}, got {self.on_outage!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -126,12 +138,20 @@ class WaitOptions:
             "stall_polls": self.stall_polls,
             "poll_interval": self.poll_interval,
             "tolerate_errors": self.tolerate_errors,
+            "on_outage": self.on_outage,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> WaitOptions:
         data = dict(data or {})
-        known = {"target_states", "on_suspended", "stall_polls", "poll_interval", "tolerate_errors"}
+        known = {
+            "target_states",
+            "on_suspended",
+            "stall_polls",
+            "poll_interval",
+            "tolerate_errors",
+            "on_outage",
+        }
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown wait option(s): {unknown}")
@@ -139,6 +159,24 @@ class WaitOptions:
             states = data["target_states"]
             data["target_states"] = (states,) if isinstance(states, str) else tuple(states)
         return cls(**data)
+
+
+def outage_pause(interval: float, failed_polls: int) -> float:
+    """The pause before the next poll after ``failed_polls`` failed polls in a row: the interval,
+    doubled per failed poll after the first, up to 8 intervals or :data:`MAX_OUTAGE_PAUSE`,
+    whichever is shorter (never below the interval)."""
+    if failed_polls <= 1:
+        return interval
+    cap = max(interval, min(interval * 8, MAX_OUTAGE_PAUSE))
+    return min(interval * 2.0 ** min(failed_polls - 1, 30), cap)
+
+
+def ride_out(options: WaitOptions, failed_polls: int) -> bool | None:
+    """After a failed poll (a transient error): True to keep waiting quietly (a warning), None to
+    keep waiting loudly (an error line: the outage outlasted ``tolerate_errors``), False to fail."""
+    if failed_polls <= options.tolerate_errors:
+        return True
+    return None if options.on_outage == "wait" else False
 
 
 # ----------------------------------------------------------------------------------------------- state

@@ -126,7 +126,7 @@ def set_dataset_status(dataset_id: str, status: str) -> Call:
 
 
 def set_priority(dataset_id: str, priority: Any) -> Call:
-    body = {"priority": finite_number(priority, "priority", minimum=0)}  # a float: IceProd refuses 1
+    body = {"priority": finite_number(priority, "priority")}  # a float: IceProd refuses 1; negative is fine
     return Call("PUT", f"{_ds(dataset_id)}/priority", json=body, parse=_none)
 
 
@@ -292,8 +292,14 @@ def task_logs(
 # --------------------------------------------------------------------------------------------------
 
 
-def post_action(name: str, body: Mapping[str, Any], *, idempotent: bool = True) -> Call:
-    """``POST /actions/<name>`` -> the request id."""
+def post_action(name: str, body: Mapping[str, Any], *, idempotent: bool | None = None) -> Call:
+    """``POST /actions/<name>`` -> the request id.
+
+    Only ``materialization`` is deduplicated by IceProd, so only it is idempotent by default: any
+    other action whose answer is lost may have been recorded, and is never re-sent blindly.
+    """
+    if idempotent is None:
+        idempotent = action_name(name) == "materialization"
     return Call(
         "POST",
         f"/actions/{action_name(name)}",
@@ -302,6 +308,11 @@ def post_action(name: str, body: Mapping[str, Any], *, idempotent: bool = True) 
         idempotent=idempotent,
         service=ACTIONS,
     )
+
+
+def action_counts(name: str) -> Call:
+    """``GET /actions/<name>`` -> IceProd's global request counts per status (all users)."""
+    return Call("GET", f"/actions/{action_name(name)}", parse=_counts, service=ACTIONS)
 
 
 def get_action(name: str, request_id: str) -> Call:

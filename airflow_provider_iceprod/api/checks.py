@@ -112,6 +112,23 @@ def positive_int(value: Any, field: str, *, allow_zero: bool = False) -> int:
     return number
 
 
+#: Job counts above this need ``allow_large=True`` (a typo such as ``10**12`` would otherwise make
+#: IceProd materialize jobs for ever).
+MAX_JOBS = 1_000_000
+
+
+def job_count(value: Any, field: str, *, allow_large: bool = False) -> int:
+    """THE range check of job counts (``jobs_submitted``, ``add_jobs``): a positive integer, at most
+    :data:`MAX_JOBS` unless ``allow_large``."""
+    number = positive_int(value, field)
+    if number > MAX_JOBS and not allow_large:
+        raise bad(
+            field,
+            f"{field!r} is {number:,}, more than {MAX_JOBS:,} jobs; pass allow_large=True if you mean it.",
+        )
+    return number
+
+
 def finite_number(value: Any, field: str, *, minimum: float | None = None, positive: bool = False) -> float:
     """A finite number (int, float or numeric text), ``>= minimum`` and ``> 0`` if ``positive``."""
     number: float | None = None
@@ -256,7 +273,8 @@ def new_marker() -> str:
 def extra_fields(extra: Mapping[str, Any] | None, *, low_level: bool = False) -> dict[str, Any]:
     """THE ``extra_submit_fields`` rule (IceProd silently drops unknown keys or fails them at run time).
 
-    Keys: ``priority`` (a number >= 0, sent as a float: IceProd refuses ``1``), ``debug``,
+    Keys: ``priority`` (a number, negative ones too, as IceProd accepts them; sent as a float:
+    IceProd refuses ``1``), ``debug``,
     ``jobs_immutable``, ``always_active`` (bools), ``status`` (``processing`` or ``suspended``),
     ``auth_groups_read`` (list of groups) and, on the low-level path only, ``username``.
     """
@@ -275,7 +293,7 @@ def extra_fields(extra: Mapping[str, Any] | None, *, low_level: bool = False) ->
                 "(description, jobs_submitted and group are arguments of the submit).",
             )
         if key == "priority":
-            out[key] = finite_number(value, where, minimum=0)
+            out[key] = finite_number(value, where)
         elif key in ("debug", "jobs_immutable", "always_active"):
             if not isinstance(value, bool):
                 raise bad(where, f"{where} must be true or false, got {value!r}.")
@@ -313,6 +331,7 @@ class SubmitArgs(TypedDict, total=False):
     timeout: float
     reconcile_grace: float
     tasks_per_job: int | None
+    allow_large: bool
 
 
 @dataclass(frozen=True)
@@ -371,10 +390,12 @@ def check_submit(
     timeout: Any = 900.0,
     reconcile_grace: Any = DEFAULT_RECONCILE_GRACE,
     tasks_per_job: int | None = None,
+    allow_large: bool = False,
 ) -> SubmitRequest:
     """Check everything about a submit, the dataset config included (the one validation per submit).
 
-    ``tasks_per_job``, when given, is the number of tasks the config must have.
+    ``tasks_per_job``, when given, is the number of tasks the config must have;
+    ``allow_large`` lets ``jobs_submitted`` exceed :data:`MAX_JOBS`.
     """
     from airflow_provider_iceprod.dataset_config import validate_config
     from airflow_provider_iceprod.exceptions import IceProdDatasetConfigError
@@ -390,7 +411,7 @@ def check_submit(
         )
     if not isinstance(description, str) or not description.strip():
         raise bad("description", f"'description' must be a non-empty string, got {description!r}.")
-    jobs = positive_int(jobs_submitted, "jobs_submitted")
+    jobs = job_count(jobs_submitted, "jobs_submitted", allow_large=allow_large)
     extra = extra_fields(extra_submit_fields, low_level=low_level)
     tag = marker_tag(marker if marker is not None else new_marker())
     return SubmitRequest(

@@ -7,6 +7,7 @@ gets back) is in ``docs/architecture.md``, "The api package".
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
@@ -19,6 +20,7 @@ from airflow_provider_iceprod.api.checks import (
     SubmitRequest,
     dataset_ref,
     finite_number,
+    job_count,
     marker_tag,
     positive_int,
     status_action_body,
@@ -29,6 +31,7 @@ from airflow_provider_iceprod.exceptions import (
     IceProdAmbiguousError,
     IceProdNotFoundError,
     IceProdTransientError,
+    IceProdUncertainError,
 )
 from airflow_provider_iceprod.models import ActionRequest, Dataset, DatasetProgress, Identity, SubmitResult
 
@@ -134,11 +137,34 @@ def get_dataset(ref: Any, ctx: FlowContext) -> Flow[Dataset]:
     return (yield from on_dataset(ref, ctx, calls.get_dataset))
 
 
-def add_jobs(ref: Any, count: Any, ctx: FlowContext) -> Flow[int]:
-    """Grow ``jobs_submitted`` by ``count``; returns the new total."""
-    count = positive_int(count, "count")
+def add_jobs(
+    ref: Any,
+    count: Any,
+    ctx: FlowContext,
+    *,
+    allow_large: bool = False,
+    target: int | None = None,
+    on_target: Callable[[int], None] | None = None,
+) -> Flow[int]:
+    """Grow ``jobs_submitted`` by ``count``; returns the new total.
+
+    ``target``: the total an earlier try of the same change computed (it may already be set):
+    it is set again instead of adding ``count`` a second time. ``on_target(total)`` is called
+    before the PUT (persist it there, so a retry passes it back as ``target``).
+    """
+    count = job_count(count, "count", allow_large=allow_large)
     dataset = yield from get_dataset(ref, ctx)
-    total = dataset.jobs_submitted + count
+    if target is not None:
+        if dataset.jobs_submitted >= target:
+            log.info(
+                "jobs_submitted is already %d (target %d): not adding again", dataset.jobs_submitted, target
+            )
+            return dataset.jobs_submitted
+        total = target
+    else:
+        total = job_count(dataset.jobs_submitted + count, "jobs_submitted", allow_large=allow_large)
+        if on_target is not None:
+            on_target(total)
     yield calls.set_jobs_submitted(dataset.dataset_id, total)
     return total
 
@@ -214,8 +240,37 @@ def run_action(
     timeout: Any = 900.0,
     on_progress: OnProgress = None,
 ) -> Flow[ActionRequest]:
-    """Post an action; wait for it (or return its first state when ``wait`` is False)."""
-    request_id = yield calls.post_action(name, body)
+    """Post an action; wait for it (or return its first state when ``wait`` is False).
+
+    Only ``materialization`` is deduplicated by IceProd: any other action whose answer is lost
+    after it may have reached IceProd is not re-sent (IceProd would record and run it twice), and
+    IceProd cannot look a request up without its id, so the flow stops with
+    IceProdUncertainError, saying what a person should check.
+    """
+    sent = time.time()
+    try:
+        request_id = yield calls.post_action(name, body)
+    except IceProdAmbiguousError as exc:
+        pending: dict[str, int] | None = None
+        with contextlib.suppress(IceProdTransientError):  # only for the message
+            pending = yield calls.action_counts(name)
+        queue = (
+            f"IceProd has {pending.get('queued', 0) + pending.get('processing', 0)} {name} request(s) "
+            "queued or processing (everyone's)"
+            if pending is not None
+            else f"IceProd's {name} queue could not be read"
+        )
+        what = f"action {body.get('action')!r} " if body.get("action") else ""
+        raise IceProdUncertainError(
+            f"The answer to POST /actions/{name} ({what}on dataset {body.get('dataset_id')}, sent at "
+            f"{_when(sent)}) was lost: {exc.message}. IceProd may have recorded the request; it was "
+            f"not sent again, because a second request would run twice. {queue}. A person must "
+            "check the dataset (IceProd website) and run the action again only if it did not take "
+            "effect.",
+            status_code=exc.status_code,
+            method=exc.method,
+            path=exc.path,
+        ) from exc
     if not wait:
         return (yield calls.get_action(name, request_id))
     return (yield from wait_for_action(name, request_id, ctx, timeout=timeout, on_progress=on_progress))
@@ -334,8 +389,18 @@ def submit_dataset(
     on_request: Callable[[str], None] | None = None,
     on_progress: OnProgress = None,
     resume_request_id: str | None = None,
+    fresh: bool = False,
+    sent_at: float | None = None,
+    on_send: Callable[[float], None] | None = None,
 ) -> Flow[SubmitResult]:
-    """Submit once: reattach by marker (or a known request id), submit, wait, reconcile if ambiguous."""
+    """Submit once: reattach by marker (or a known request id), submit, wait, reconcile if ambiguous.
+
+    ``fresh``: no earlier try can have sent a submit with this marker (a random marker, or an
+    operator's first try with a working task state store); otherwise, before submitting, the flow
+    makes sure no submit of IceProd's is still queued or processing (it may be the earlier try's),
+    waiting for the marker while there is one. ``sent_at``: when an earlier try sent its submit, if
+    known. ``on_send(time)`` is called just before the submit goes out (raise to stop it).
+    """
     identity: Identity = yield NeedIdentity()
     owner = str(req.extra.get("username") or identity.username)
 
@@ -345,8 +410,12 @@ def submit_dataset(
         if result is not None:
             return result
 
-    # 2. A dataset carrying our marker already exists: reattach, never submit twice.
-    existing = _match_marker((yield marker_lookup(owner)), req.tag)
+    # 2. A dataset carrying our marker already exists, or an earlier try's submit may still be
+    #    queued: reattach, never submit twice.
+    if fresh or req.low_level:
+        existing = _match_marker((yield marker_lookup(owner)), req.tag)
+    else:
+        existing = yield from _wait_for_earlier_submit(req, owner, sent_at, ctx)
     if existing is not None:
         log.info(
             "IceProd dataset %s already carries %s; reattaching instead of submitting", existing, req.tag
@@ -357,6 +426,9 @@ def submit_dataset(
 
     # 3. Submit. An ambiguous failure is reconciled by marker, never re-sent.
     request_id: str | None = None
+    sent = time.time()
+    if on_send is not None:
+        on_send(sent)
     try:
         if req.low_level:
             dataset_id = yield calls.create_dataset(req.create_body())
@@ -370,13 +442,94 @@ def submit_dataset(
             )
             dataset_id = _submitted_id(done)
     except IceProdAmbiguousError as exc:
-        dataset_id = yield from _reconcile(req, owner, exc, ctx)
+        dataset_id = yield from _reconcile(req, owner, exc, sent, ctx)
     if req.materialize:
         yield calls.post_action("materialization", {"dataset_id": dataset_id})
     return (yield from _result(dataset_id, request_id, ctx, reattached=False))
 
 
-def _reconcile(req: SubmitRequest, owner: str, exc: IceProdAmbiguousError, ctx: FlowContext) -> Flow[str]:
+def _pending_submits() -> Flow[int]:
+    """How many submit requests IceProd has queued or processing (everyone's: IceProd cannot list
+    requests by user or marker)."""
+    counts: dict[str, int] = yield calls.action_counts("submit")
+    return counts.get("queued", 0) + counts.get("processing", 0)
+
+
+def _when(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+
+
+def _uncertain(req: SubmitRequest, sent: float | None, why: str, pending: int) -> IceProdUncertainError:
+    at = f"sent at {_when(sent)}" if sent is not None else "sent by an earlier try"
+    queue = (
+        f"IceProd still has {pending} submit request(s) queued or processing"
+        if pending > 0
+        else "IceProd's submit queue could not be read"
+    )
+    return IceProdUncertainError(
+        f"A submit with marker {req.tag} ({at}) may still create a dataset: {why}, and {queue}. "
+        "It was not sent again (that could create a "
+        f"second dataset). A person must check: look for a dataset whose description carries {req.tag} "
+        "(IceProd website, or IceProdHook.find_dataset_by_marker); clear this task once it exists "
+        "(the retry reattaches to it), or once IceProd's queue is empty and none exists (the retry "
+        "submits). A longer reconcile_grace waits longer before asking.",
+        path="/actions/submit",
+    )
+
+
+def _look_while_pending(
+    req: SubmitRequest, owner: str, deadline: float, ctx: FlowContext, *, tolerate: bool = True
+) -> Flow[tuple[str | None, int]]:
+    """Look for the marker until it shows, IceProd has no submit pending, or ``deadline``.
+
+    The pending count is read before each marker lookup: a submit that was pending is, once the
+    count reads zero, either done (its dataset is then found by the lookup after) or failed.
+    """
+    while True:
+        try:
+            pending = yield from _pending_submits()
+            found = _match_marker((yield marker_lookup(owner)), req.tag)
+        except IceProdTransientError as exc:
+            if not tolerate:  # before a submit: nothing was sent, the caller may retry later
+                raise
+            log.warning("Looking up %s failed (%s); trying again", req.tag, exc)
+            pending, found = -1, None
+        if found is not None or pending == 0:
+            return found, pending
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None, pending
+        if pending > 0:
+            log.warning(
+                "IceProd has %d submit request(s) queued or processing and no dataset carries %s yet; "
+                "one may be an earlier try's: waiting up to %.0f s more before submitting",
+                pending,
+                req.tag,
+                remaining,
+            )
+        yield Sleep(min(ctx.poll_interval, remaining))
+
+
+def _wait_for_earlier_submit(
+    req: SubmitRequest, owner: str, sent_at: float | None, ctx: FlowContext
+) -> Flow[str | None]:
+    """Before submitting with a marker an earlier try may have used: the dataset id when the marker
+    shows up; None when it is safe to submit; IceProdUncertainError when a submit is still pending
+    after ``reconcile_grace`` (counted from ``sent_at`` when known)."""
+    grace = req.reconcile_grace
+    if sent_at is not None:
+        grace = max(0.0, sent_at + grace - time.time())
+    deadline = time.monotonic() + grace
+    found, pending = yield from _look_while_pending(req, owner, deadline, ctx, tolerate=False)
+    if found is not None or pending == 0:
+        return found
+    why = f"no dataset carries the marker after reconcile_grace={req.reconcile_grace:g} s"
+    raise _uncertain(req, sent_at, why, pending)
+
+
+def _reconcile(
+    req: SubmitRequest, owner: str, exc: IceProdAmbiguousError, sent: float, ctx: FlowContext
+) -> Flow[str]:
     """The submit may or may not have happened: look for the marker, never re-send."""
     log.warning(
         "IceProd may or may not have acted on the submit (%s); looking for %s for up to %g s",
@@ -384,16 +537,32 @@ def _reconcile(req: SubmitRequest, owner: str, exc: IceProdAmbiguousError, ctx: 
         req.tag,
         req.reconcile_grace,
     )
-    found = yield from _wait_for_marker(req.tag, owner, req.reconcile_grace, ctx)
+    if req.low_level:
+        # POST /datasets is synchronous: once its dataset is not there, nothing is pending.
+        found = yield from _wait_for_marker(req.tag, owner, req.reconcile_grace, ctx)
+        pending = 0
+    else:
+        # Whatever the queue says at first, the request may still be on its way into it: look for
+        # the whole grace, and only then take an empty queue as proof that nothing was created.
+        deadline = time.monotonic() + req.reconcile_grace
+        found, pending = None, -1
+        while found is None:
+            found, pending = yield from _look_while_pending(req, owner, deadline, ctx)
+            if found is not None or time.monotonic() >= deadline:
+                break
+            yield Sleep(min(ctx.poll_interval, max(0.0, deadline - time.monotonic())))
     if found is None:
-        raise IceProdAmbiguousError(
-            f"{exc.message}. No dataset carrying {req.tag} appeared within {req.reconcile_grace:g} s, so "
-            "probably nothing was created; the submit was not re-sent. A retry with the same marker "
-            "looks again before submitting.",
-            status_code=exc.status_code,
-            method=exc.method,
-            path=exc.path,
-        ) from exc
+        if pending == 0:
+            raise IceProdAmbiguousError(
+                f"{exc.message}. After {req.reconcile_grace:g} s no dataset carries {req.tag} and IceProd has "
+                "nothing queued or processing that could still create it, so this submit created "
+                "nothing; it was not re-sent here. A retry with the same marker checks again before "
+                "submitting.",
+                status_code=exc.status_code,
+                method=exc.method,
+                path=exc.path,
+            ) from exc
+        raise _uncertain(req, sent, f"its answer was lost ({exc.message})", pending) from exc
     if req.low_level:
         yield from _ensure_config(found, req.config)
     elif not (yield from _config_stored(found, req.reconcile_grace, ctx)):

@@ -34,10 +34,20 @@ class ActionCalls(HookDriver):
         on_request: Callable[[str], None] | None = None,
         on_progress: OnProgress = None,
         resume_request_id: str | None = None,
+        fresh: bool = False,
+        sent_at: float | None = None,
+        on_send: Callable[[float], None] | None = None,
     ) -> SubmitResult:
         """Submit a request checked by :func:`~airflow_provider_iceprod.api.checks.check_submit`
-        (what operators do, so the config is validated once); see :meth:`submit_dataset`."""
-        return self._run(_submit(request, on_request, on_progress, resume_request_id))
+        (what operators do, so the config is validated once); see :meth:`submit_dataset`.
+
+        ``fresh=True`` says no earlier try can have sent a submit with this marker (skips the
+        check of IceProd's submit queue); ``sent_at`` is when an earlier try sent one, if known;
+        ``on_send(epoch_seconds)`` runs just before the submit is sent (persist it there; raise
+        to stop the submit)."""
+        return self._run(
+            _submit(request, on_request, on_progress, resume_request_id, fresh, sent_at, on_send)
+        )
 
     async def asubmit(
         self,
@@ -46,8 +56,13 @@ class ActionCalls(HookDriver):
         on_request: Callable[[str], None] | None = None,
         on_progress: OnProgress = None,
         resume_request_id: str | None = None,
+        fresh: bool = False,
+        sent_at: float | None = None,
+        on_send: Callable[[float], None] | None = None,
     ) -> SubmitResult:
-        return await self._arun(_submit(request, on_request, on_progress, resume_request_id))
+        return await self._arun(
+            _submit(request, on_request, on_progress, resume_request_id, fresh, sent_at, on_send)
+        )
 
     def submit_dataset(
         self,
@@ -56,6 +71,8 @@ class ActionCalls(HookDriver):
         on_request: Callable[[str], None] | None = None,
         on_progress: OnProgress = None,
         resume_request_id: str | None = None,
+        sent_at: float | None = None,
+        on_send: Callable[[float], None] | None = None,
         **args: Unpack[SubmitArgs],
     ) -> SubmitResult:
         """Submit a dataset; never creates a second dataset for the same marker.
@@ -69,12 +86,24 @@ class ActionCalls(HookDriver):
         ``POST /datasets`` + ``PUT /config/{id}``); ``on_request(request_id)`` is called as soon as
         the request exists, then the request is polled until it has a dataset. If the server may
         have acted but the answer was lost, the hook looks for the marker for ``reconcile_grace``
-        seconds instead of re-sending. ``resume_request_id`` (a request id saved from
-        ``on_request`` by an earlier try) is checked first.
+        seconds instead of re-sending, then fails with ``IceProdUncertainError`` (not retryable:
+        a person must check) while IceProd still has a submit queued or processing.
+        ``resume_request_id`` (a request id saved from ``on_request`` by an earlier try) is
+        checked first. With a ``marker`` of your own (so a later run may reuse it), the hook
+        first makes sure no earlier submit may still be queued: it waits for the marker while
+        IceProd has submit requests queued or processing, up to ``reconcile_grace`` counted from
+        ``sent_at`` (when an earlier run sent its submit, if you kept it: ``on_send(epoch_seconds)``
+        is called just before the submit goes out).
         """
         request = checks.check_submit(config, **args)
         return self.submit(
-            request, on_request=on_request, on_progress=on_progress, resume_request_id=resume_request_id
+            request,
+            on_request=on_request,
+            on_progress=on_progress,
+            resume_request_id=resume_request_id,
+            fresh=args.get("marker") is None,  # a random marker: no earlier try can have used it
+            sent_at=sent_at,
+            on_send=on_send,
         )
 
     async def asubmit_dataset(
@@ -84,12 +113,20 @@ class ActionCalls(HookDriver):
         on_request: Callable[[str], None] | None = None,
         on_progress: OnProgress = None,
         resume_request_id: str | None = None,
+        sent_at: float | None = None,
+        on_send: Callable[[float], None] | None = None,
         **args: Unpack[SubmitArgs],
     ) -> SubmitResult:
         # The config validation (jsonschema) runs off the event loop.
         request = await asyncio.to_thread(functools.partial(checks.check_submit, config, **args))
         return await self.asubmit(
-            request, on_request=on_request, on_progress=on_progress, resume_request_id=resume_request_id
+            request,
+            on_request=on_request,
+            on_progress=on_progress,
+            resume_request_id=resume_request_id,
+            fresh=args.get("marker") is None,  # a random marker: no earlier try can have used it
+            sent_at=sent_at,
+            on_send=on_send,
         )
 
     def find_dataset_by_marker(self, marker: str) -> Dataset | None:
@@ -289,7 +326,17 @@ def _submit(
     on_request: Callable[[str], None] | None,
     on_progress: OnProgress,
     resume_request_id: str | None,
+    fresh: bool,
+    sent_at: float | None,
+    on_send: Callable[[float], None] | None,
 ) -> Factory[SubmitResult]:
     return lambda ctx: flows.submit_dataset(
-        request, ctx, on_request=on_request, on_progress=on_progress, resume_request_id=resume_request_id
+        request,
+        ctx,
+        on_request=on_request,
+        on_progress=on_progress,
+        resume_request_id=resume_request_id,
+        fresh=fresh,
+        sent_at=sent_at,
+        on_send=on_send,
     )

@@ -310,12 +310,41 @@ class IceProdHook(ActionCalls):
     async def aset_dataset_status(self, ref: Ref, status: str) -> None:
         return await self._arun(on_ref(ref, lambda d: calls.set_dataset_status(d, status)))
 
-    def add_jobs(self, ref: Ref, count: int) -> int:
-        """Grow ``jobs_submitted`` by ``count`` (admin/user tokens); returns the new total."""
-        return self._run(lambda ctx: flows.add_jobs(ref, count, ctx))
+    def add_jobs(
+        self,
+        ref: Ref,
+        count: int,
+        *,
+        allow_large: bool = False,
+        target: int | None = None,
+        on_target: Callable[[int], None] | None = None,
+    ) -> int:
+        """Grow ``jobs_submitted`` by ``count`` (admin/user tokens); returns the new total.
 
-    async def aadd_jobs(self, ref: Ref, count: int) -> int:
-        return await self._arun(lambda ctx: flows.add_jobs(ref, count, ctx))
+        Counts (and totals) above 1,000,000 need ``allow_large=True``. To make a retried change
+        idempotent, persist the total ``on_target(total)`` gets (called before the PUT) and pass
+        it back as ``target``: it is then set, never added again.
+        """
+        return self._run(
+            lambda ctx: flows.add_jobs(
+                ref, count, ctx, allow_large=allow_large, target=target, on_target=on_target
+            )
+        )
+
+    async def aadd_jobs(
+        self,
+        ref: Ref,
+        count: int,
+        *,
+        allow_large: bool = False,
+        target: int | None = None,
+        on_target: Callable[[int], None] | None = None,
+    ) -> int:
+        return await self._arun(
+            lambda ctx: flows.add_jobs(
+                ref, count, ctx, allow_large=allow_large, target=target, on_target=on_target
+            )
+        )
 
     def set_task_requirements(self, ref: Ref, task_name: str, requirements: Mapping[str, Any]) -> None:
         """Set resource requirements of every task named ``task_name`` (PATCH bulk_requirements)."""

@@ -6,7 +6,10 @@
   works on every Airflow version.
 * :class:`SubmitState` wraps ``context["task_state_store"]`` (Airflow 3.3+), which survives retries
   and clears: the submit request id and the dataset id are written the moment they exist, so a
-  retry reattaches without listing datasets. On older Airflow it is a no-op and the marker does it.
+  retry reattaches without listing datasets. The time a submit is sent is written *before* it goes
+  out (a failed write stops the submit), so a retry knows whether an earlier try may have sent one
+  whose outcome it never learned. On older Airflow it is a no-op: the marker and IceProd's submit
+  queue do it.
 * :func:`reattach_from_state`, :func:`existing_problem` and :func:`supersede` are the pieces of
   the operator's ``on_existing_failed`` policy for a dataset an earlier try created.
 """
@@ -18,7 +21,11 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_iceprod.api import checks
-from airflow_provider_iceprod.exceptions import IceProdNotFoundError, IceProdPermissionError
+from airflow_provider_iceprod.exceptions import (
+    IceProdNotFoundError,
+    IceProdPermissionError,
+    IceProdTransientError,
+)
 from airflow_provider_iceprod.version_compat import AIRFLOW_V_3_3_PLUS
 
 if TYPE_CHECKING:
@@ -26,6 +33,7 @@ if TYPE_CHECKING:
     from airflow_provider_iceprod.models import DatasetProgress, SubmitResult
 
 REQUEST_ID_KEY = "iceprod_submit_request_id"
+SENT_AT_KEY = "iceprod_submit_sent_at"
 DATASET_ID_KEY = "iceprod_dataset_id"
 MARKER_LENGTH = 16
 SUPERSEDED_TAG = "airflow-superseded"
@@ -53,6 +61,32 @@ class SubmitState:
     def __init__(self, context: Any, log: Any) -> None:
         self._log = log
         self._store = context.get("task_state_store") if AIRFLOW_V_3_3_PLUS else None
+        self._read_failed = False
+
+    @property
+    def available(self) -> bool:
+        """Whether there is a store (Airflow 3.3+) and every read from it so far worked (so an
+        absent value really is absent)."""
+        return self._store is not None and not self._read_failed
+
+    def get_time(self, key: str) -> float | None:
+        """A time stored by :meth:`set_time` (epoch seconds), or None."""
+        value = self.get(key)
+        try:
+            return float(value) if value is not None else None
+        except ValueError:
+            return None
+
+    def set_time(self, key: str, when: float) -> None:
+        """Store a time that a later try must see: a failed write raises (a transient error)."""
+        if self._store is None:
+            return
+        try:
+            self._store.set(key, repr(float(when)))
+        except Exception as exc:
+            raise IceProdTransientError(
+                f"Could not write {key!r} to the task state store ({exc}); nothing was submitted."
+            ) from exc
 
     def get(self, key: str) -> str | None:
         if self._store is None:
@@ -60,6 +94,7 @@ class SubmitState:
         try:
             value = self._store.get(key)
         except Exception as exc:
+            self._read_failed = True
             self._log.warning("Could not read %r from the task state store: %s", key, exc)
             return None
         return value if isinstance(value, str) and value else None

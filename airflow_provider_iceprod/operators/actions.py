@@ -9,12 +9,13 @@
 | `truncate` | - | no new jobs; the dataset completes when its existing jobs do |
 | `set_priority` | a number, e.g. `0.8` | the dataset priority |
 | `set_description` | a non-empty string | the description |
-| `add_jobs` | a positive integer | that many jobs are added to `jobs_submitted` |
+| `add_jobs` | a positive integer (above 1,000,000 only with `allow_large=True`) | that many jobs are added to `jobs_submitted`, once (3) |
 | `set_requirements` | `{task_name: {resource: value}}` | requirements of the tasks of that name (2) |
 
 (1) Its suspended and failed tasks are reset. A processing dataset is left alone: IceProd's reset
 would restart its running tasks. (2) Resources: `cpu`, `gpu` (int), `memory`, `disk` (GB), `time`
-(hours), `os` (list of str), `site` (str).
+(hours), `os` (list of str), `site` (str). (3) The new total is kept in the task state store
+(Airflow 3.3+) before it is sent, so a retried task sets that total instead of adding again.
 
 Every argument is checked before any request. A change IceProd's dataset state machine forbids
 (e.g. resuming or suspending a `complete` dataset) fails with a clear error and is not retried.
@@ -41,6 +42,10 @@ from airflow_provider_iceprod.exceptions import (
 from airflow_provider_iceprod.hook_params import check_hook_params
 from airflow_provider_iceprod.links import IceProdDatasetLink, push_dataset_xcoms
 from airflow_provider_iceprod.operators._common import emit_asset_events, outlets_with_alias
+from airflow_provider_iceprod.operators._resume import SubmitState
+
+#: Task-state-store key (plus ``:<dataset id>``) of the ``jobs_submitted`` an ``add_jobs`` sets.
+ADD_JOBS_TARGET_KEY = "iceprod_add_jobs_target"
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -88,7 +93,7 @@ def _requirements(value: Any) -> dict[str, dict[str, Any]]:
     return checked
 
 
-def validate_action(action: Any, value: Any) -> tuple[str, Any]:
+def validate_action(action: Any, value: Any, *, allow_large: bool = False) -> tuple[str, Any]:
     """Check ``action`` and its ``value``; return them normalised. Raises ``IceProdConfigError``."""
     if not isinstance(action, str) or action.strip() not in ACTIONS:
         raise IceProdConfigError(
@@ -103,7 +108,7 @@ def validate_action(action: Any, value: Any) -> tuple[str, Any]:
     if value is None:
         raise IceProdConfigError(f"Action {action!r} needs value= {expected}.", field="value")
     if action == "set_priority":
-        return action, checks.finite_number(value, "value", minimum=0)
+        return action, checks.finite_number(value, "value")  # IceProd accepts negative priorities
     if action == "set_description":
         if not isinstance(value, str) or not value.strip():
             raise IceProdConfigError(
@@ -111,7 +116,7 @@ def validate_action(action: Any, value: Any) -> tuple[str, Any]:
             )
         return action, value
     if action == "add_jobs":
-        return action, checks.positive_int(value, "value")
+        return action, checks.job_count(value, "value", allow_large=allow_large)
     return action, _requirements(value)
 
 
@@ -140,6 +145,7 @@ class IceProdDatasetActionOperator(BaseOperator):
         hook_params: ``IceProdHook`` keyword arguments (``retry_limit``, ``retry_delay``,
             ``max_delay``, ``retry_after_cap``, ``timeout``, ``poll_interval`` of IceProd
             ``/actions`` requests); plain numbers, checked when the DAG is parsed.
+        allow_large: let ``add_jobs`` add (or reach) more than 1,000,000 jobs.
 
     Returns a dict: ``action``, ``dataset_id``, ``dataset``, ``status_before``, ``status``,
     ``job_counts``, ``task_counts`` (after the action), ``changed`` (False when nothing had to be
@@ -159,12 +165,15 @@ class IceProdDatasetActionOperator(BaseOperator):
         iceprod_conn_id: str = "iceprod_default",
         asset_alias: str | None = None,
         hook_params: dict[str, Any] | None = None,
+        allow_large: bool = False,
         **kwargs: Any,
     ) -> None:
         kwargs["outlets"] = outlets_with_alias(kwargs.get("outlets"), asset_alias)
         super().__init__(**kwargs)
+        self.allow_large = bool(allow_large)
         if isinstance(action, str) and "{{" not in action and "{{" not in str(value):
-            validate_action(action, value)  # fail at DAG parse time when nothing is templated
+            # fail at DAG parse time when nothing is templated
+            validate_action(action, value, allow_large=self.allow_large)
         self.action = action
         self.dataset = dataset
         self.value = value
@@ -180,7 +189,7 @@ class IceProdDatasetActionOperator(BaseOperator):
         return IceProdHook(self.iceprod_conn_id, **self.hook_params)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        action, value = validate_action(self.action, self.value)
+        action, value = validate_action(self.action, self.value, allow_large=self.allow_large)
         ref = checks.dataset_ref(self.dataset)
         hook = self.hook
         before = self._progress(hook, ref)
@@ -193,8 +202,9 @@ class IceProdDatasetActionOperator(BaseOperator):
         if refusal:
             raise IceProdActionRejectedError(f"Cannot {action} {label}: {refusal}")
         result: dict[str, Any] = {"changed": True, "request_id": None}
+        state = SubmitState(context, self.log)
         try:
-            result.update(self._run(hook, action, value, before, label))
+            result.update(self._run(hook, action, value, before, label, state))
         except (IceProdActionError, IceProdValidationError) as exc:
             rejected = self._rejected(exc, action, label, before.status)
             if rejected is None:
@@ -238,7 +248,13 @@ class IceProdDatasetActionOperator(BaseOperator):
             ) from exc
 
     def _run(
-        self, hook: IceProdHook, action: str, value: Any, before: DatasetProgress, label: str
+        self,
+        hook: IceProdHook,
+        action: str,
+        value: Any,
+        before: DatasetProgress,
+        label: str,
+        state: SubmitState,
     ) -> dict[str, Any]:
         dataset_id = before.dataset_id
         request: ActionRequest | None = None
@@ -274,7 +290,7 @@ class IceProdDatasetActionOperator(BaseOperator):
             hook.set_description(dataset_id, value)
             message = "description updated"
         elif action == "add_jobs":
-            total = hook.add_jobs(dataset_id, value)
+            total = self._add_jobs(hook, dataset_id, value, state)
             return {
                 "message": f"added {value} job(s); jobs_submitted is now {total}",
                 "jobs_submitted": total,
@@ -285,6 +301,25 @@ class IceProdDatasetActionOperator(BaseOperator):
         if request is not None:
             out["request_id"] = request.request_id
         return out
+
+    def _add_jobs(self, hook: IceProdHook, dataset_id: str, count: int, state: SubmitState) -> int:
+        """Add jobs once: the target total is stored before the PUT; a retry sets it again."""
+        key = f"{ADD_JOBS_TARGET_KEY}:{dataset_id}"
+        stored = state.get_time(key)
+        target = int(stored) if stored is not None else None
+        if target is not None:
+            self.log.info(
+                "An earlier try set the target jobs_submitted=%d; setting that, not adding again.", target
+            )
+        total = hook.add_jobs(
+            dataset_id,
+            count,
+            allow_large=self.allow_large,
+            target=target,
+            on_target=lambda total: state.set_time(key, total),
+        )
+        state.delete(key)  # done: clearing the task adds again, on purpose
+        return total
 
     def _set_requirements(
         self, hook: IceProdHook, dataset_id: str, value: dict[str, dict[str, Any]]

@@ -37,6 +37,7 @@ from airflow_provider_iceprod.operators._common import emit_asset_events, outlet
 from airflow_provider_iceprod.operators._resume import (
     DATASET_ID_KEY,
     REQUEST_ID_KEY,
+    SENT_AT_KEY,
     SubmitState,
     existing_problem,
     marker_for_context,
@@ -65,12 +66,15 @@ class IceProdSubmitDatasetOperator(BaseOperator):
             Templated. IceProd macros such as ``$(dataset)`` are left alone.
         description: the dataset description (templated). The operator appends a marker
             ``[airflow:<16 hex>]`` that lets a retried task find its dataset.
-        jobs_submitted: number of jobs (positive integer, templated).
+        jobs_submitted: number of jobs (positive integer, templated); checked when the DAG is
+            parsed when it is not a template. More than 1,000,000 needs ``allow_large=True``.
+        allow_large: allow ``jobs_submitted`` above 1,000,000.
         group: ``users`` (default), ``simprod``, ``filtering`` or ``admin`` (templated); the token
             must be a member.
         iceprod_conn_id: the Airflow connection (templated).
         tasks_per_job: when given, the config must have exactly this many tasks.
-        priority: dataset priority (a number), sent as an extra submit field.
+        priority: dataset priority (a number; negative ones too, as IceProd accepts them), sent
+            as an extra submit field.
         start_suspended: create the dataset ``suspended`` (``{"status": "suspended"}``).
         debug: IceProd's dataset ``debug`` flag.
         extra_submit_fields: other optional ``POST /datasets`` fields (``jobs_immutable``,
@@ -84,6 +88,11 @@ class IceProdSubmitDatasetOperator(BaseOperator):
             ``reset`` (default: retry its failed tasks, or resume it when suspended), ``resubmit``
             (mark the old dataset superseded and submit a new one) or ``fail``.
         submit_timeout: seconds to wait for IceProd's submit request to yield a dataset.
+        reconcile_grace: seconds to look for the dataset (by its marker) when the answer to the
+            submit was lost, or when a retry finds a submit of an earlier try possibly still
+            queued at IceProd (counted from when that submit was sent). Never re-sent: after
+            this the task fails without retries (``IceProdUncertainError``) and asks a person
+            to check. Default 120.
         wait_for_completion: after submitting, wait for the dataset like ``IceProdDatasetSensor``.
         deferrable: wait in the triggerer instead of holding a worker slot (default:
             ``[operators] default_deferrable``).
@@ -95,7 +104,10 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         stall_polls: consecutive polls with failed tasks and nothing running before the wait
             fails as stalled.
         tolerate_errors: consecutive polls that may fail with a transient IceProd error (after
-            the hook's retries) before the task fails.
+            the hook's retries) with a warning; after that, see ``on_outage``.
+        on_outage: ``wait`` (default): an IceProd outage never ends the wait; it keeps polling
+            until ``wait_timeout``, logging errors and backing off (the pause doubles per failed
+            poll, up to 5 minutes). ``fail``: fail after ``tolerate_errors`` + 1 failed polls.
         cancel_on_kill: when the task is killed while waiting (marked failed/success, cleared),
             suspend the dataset it submitted (default ``True``; best effort, resumable with the
             ``resume`` action). In deferrable mode the trigger does this on Airflow 3.3+.
@@ -130,6 +142,7 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         dry_run: bool = False,
         on_existing_failed: str = "reset",
         submit_timeout: float = 900.0,
+        reconcile_grace: float = checks.DEFAULT_RECONCILE_GRACE,
         wait_for_completion: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 60.0,
@@ -138,9 +151,11 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         on_suspended: str = "fail",
         stall_polls: int = 3,
         tolerate_errors: int = 3,
+        on_outage: str = "wait",
         cancel_on_kill: bool = True,
         asset_alias: str | None = None,
         hook_params: dict[str, Any] | None = None,
+        allow_large: bool = False,
         **kwargs: Any,
     ) -> None:
         if on_existing_failed not in ON_EXISTING_FAILED:
@@ -165,6 +180,7 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         self.is_dry_run = dry_run  # BaseOperator.dry_run() is a method
         self.on_existing_failed = on_existing_failed
         self.submit_timeout = submit_timeout
+        self.reconcile_grace = checks.finite_number(reconcile_grace, "reconcile_grace", minimum=0)
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         self.poll_interval = poll_interval
@@ -173,9 +189,16 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         self.on_suspended = on_suspended
         self.stall_polls = stall_polls
         self.tolerate_errors = tolerate_errors
+        self.on_outage = on_outage
         self.cancel_on_kill = cancel_on_kill
         self.asset_alias = asset_alias
         self.hook_params = check_hook_params(hook_params)
+        self.allow_large = bool(allow_large)
+        # Literal values are checked now (DAG parse time), with the same rules as at execute.
+        if not (isinstance(jobs_submitted, str) and "{{" in jobs_submitted):
+            checks.job_count(jobs_submitted, "jobs_submitted", allow_large=self.allow_large)
+        if priority is not None:
+            checks.extra_fields({"priority": priority})
         # run-time state (this try only)
         self._dataset_id: str | None = None
         self._waiting = False
@@ -195,6 +218,7 @@ class IceProdSubmitDatasetOperator(BaseOperator):
                 stall_polls=self.stall_polls,
                 poll_interval=self.poll_interval,
                 tolerate_errors=self.tolerate_errors,
+                on_outage=self.on_outage,
             )
         except ValueError as exc:
             raise IceProdConfigError(f"Invalid wait option: {exc}", field="wait options") from None
@@ -219,7 +243,9 @@ class IceProdSubmitDatasetOperator(BaseOperator):
             low_level=self.low_level,
             materialize=False,  # execute() materializes once the XComs are pushed
             timeout=self.submit_timeout,
+            reconcile_grace=self.reconcile_grace,
             tasks_per_job=self.tasks_per_job,
+            allow_large=self.allow_large,
         )
 
     # ------------------------------------------------------------------------------------ execute
@@ -294,7 +320,20 @@ class IceProdSubmitDatasetOperator(BaseOperator):
             state.set(REQUEST_ID_KEY, request_id)
             self.log.info("IceProd accepted submit request %s; waiting for the dataset.", request_id)
 
-        result = self.hook.submit(request, on_request=on_request, resume_request_id=state.get(REQUEST_ID_KEY))
+        def on_send(when: float) -> None:
+            state.set_time(SENT_AT_KEY, when)
+
+        request_id = state.get(REQUEST_ID_KEY)
+        sent_at = state.get_time(SENT_AT_KEY)
+        result = self.hook.submit(
+            request,
+            on_request=on_request,
+            resume_request_id=request_id,
+            # With a store, a try that finds no send time knows no earlier try sent a submit.
+            fresh=state.available and sent_at is None and request_id is None,
+            sent_at=sent_at,
+            on_send=on_send,
+        )
         state.set(DATASET_ID_KEY, result.dataset_id)
         return result
 
@@ -338,7 +377,7 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         # resubmit: retire the old dataset's marker so lookups find only the new dataset
         self.log.info("%s: submitting a new dataset (on_existing_failed='resubmit').", what)
         supersede(hook, result.dataset_id, marker, self.log)
-        state.delete(DATASET_ID_KEY, REQUEST_ID_KEY)
+        state.delete(DATASET_ID_KEY, REQUEST_ID_KEY, SENT_AT_KEY)
         new = self._submit(state, request)
         if new.reattached:
             raise IceProdDatasetFailedError(

@@ -68,7 +68,10 @@ class IceProdDatasetSensor(BaseSensorOperator):
             a timeout, which ``soft_fail`` turns into a skip).
         stall_polls: consecutive stalled-looking polls before failing (see ``docs/waiting.md``).
         tolerate_errors: consecutive polls that may fail with a transient IceProd error (after the
-            hook's retries) before the task fails.
+            hook's retries) with a warning; after that, see ``on_outage``.
+        on_outage: ``wait`` (default): an IceProd outage never ends the wait; it keeps polling
+            until ``timeout``, logging errors and backing off (the pause doubles per failed poll,
+            up to 5 minutes). ``fail``: fail after ``tolerate_errors`` + 1 failed polls in a row.
         deferrable: wait in the triggerer. Defaults to ``[operators] default_deferrable``.
         cancel_on_kill: deferrable mode, Airflow 3.3+: suspend the dataset when a user kills the
             deferred task (mark failed/success, clear).
@@ -91,6 +94,7 @@ class IceProdDatasetSensor(BaseSensorOperator):
         on_suspended: str = "fail",
         stall_polls: int = 3,
         tolerate_errors: int = 3,
+        on_outage: str = "wait",
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         cancel_on_kill: bool = False,
         hook_params: dict[str, Any] | None = None,
@@ -106,6 +110,7 @@ class IceProdDatasetSensor(BaseSensorOperator):
             stall_polls=stall_polls,
             poll_interval=max(float(self.poke_interval), 0.001),
             tolerate_errors=tolerate_errors,
+            on_outage=on_outage,
         )
         if isinstance(dataset, (int, str, Mapping)) and not (isinstance(dataset, str) and "{{" in dataset):
             checks.dataset_ref(dataset)  # a literal: reject a typo when the DAG is parsed

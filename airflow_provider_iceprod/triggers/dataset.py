@@ -37,6 +37,7 @@ from airflow_provider_iceprod.waiting import (
     make_event,
     not_visible_error,
     progress_line,
+    ride_out,
     timeout_event,
     verdict_event,
     with_failed_task_names,
@@ -60,7 +61,8 @@ class IceProdDatasetTrigger(BaseTrigger):
         dataset_id: the dataset's 32-hex id (resolve numbers before deferring).
         iceprod_conn_id: the ``iceprod`` connection.
         wait_options: ``WaitOptions.to_dict()`` (target states, on_suspended, stall_polls,
-            poll_interval, tolerate_errors).
+            poll_interval, tolerate_errors, on_outage: ``wait`` rides out IceProd outages until
+            the deadline, ``fail`` fails after ``tolerate_errors`` failed polls).
         deadline: wall-clock epoch seconds (``time.time()``) after which a ``timeout`` event fires;
             ``None`` waits forever.
         hook_params: ``IceProdHook`` keyword arguments, plain numbers (the operator's or
@@ -185,11 +187,22 @@ class IceProdDatasetTrigger(BaseTrigger):
         """An event for a poll error, or None to keep waiting (a tolerated transient error)."""
         if isinstance(exc, IceProdTransientError):
             self.state.error_count += 1
-            if self.state.error_count <= self.options.tolerate_errors:
+            keep = ride_out(self.options, self.state.error_count)
+            if keep:
                 self.log.warning(
                     "Polling IceProd failed (%s of %s tolerated in a row): %s",
                     self.state.error_count,
                     self.options.tolerate_errors,
+                    exc,
+                )
+                return None
+            if keep is None:  # on_outage="wait": an outage never ends the wait, the deadline does
+                self.log.error(
+                    "IceProd has failed %s polls in a row (an outage?); still waiting for dataset %s "
+                    "until %s (on_outage='wait'): %s",
+                    self.state.error_count,
+                    self.dataset_id,
+                    "its deadline" if self.deadline is not None else "it ends (no deadline)",
                     exc,
                 )
                 return None

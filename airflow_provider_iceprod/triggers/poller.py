@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_iceprod.exceptions import IceProdError
 from airflow_provider_iceprod.models import DATASET_STATUSES, DatasetProgress
-from airflow_provider_iceprod.waiting import WaitOptions, status_ends_wait
+from airflow_provider_iceprod.waiting import WaitOptions, outage_pause, status_ends_wait
 
 if TYPE_CHECKING:
     from airflow_provider_iceprod.hooks.iceprod import IceProdHook
@@ -187,6 +187,7 @@ class DatasetPoller:
         #: Requests sent, by kind (list, list_complete, get, task_counts, job_counts, by_name).
         self.requests: dict[str, int] = {}
         self.ticks = 0
+        self.failed_polls = 0  # list calls failed in a row (an outage): the poll pause grows
 
     # ------------------------------------------------------------------------------ subscriptions
 
@@ -326,7 +327,9 @@ class DatasetPoller:
             intervals = [t.interval for t in self._tracked.values()] + [f.interval for f in self._feeds]
             self._interval = min(intervals, default=60.0)
             elapsed = time.monotonic() - started
-            await asyncio.sleep(max(self._interval - elapsed, 0.0))
+            # An outage (the list call keeps failing): back off, one poll for every wait at a time.
+            pause = outage_pause(self._interval, self.failed_polls)
+            await asyncio.sleep(max(pause - elapsed, 0.0))
 
     async def _tick(self) -> None:
         ids = set(self._subs)
@@ -426,9 +429,11 @@ class DatasetPoller:
                 )
                 rows.update({d: done[d] for d in missing if d in done})
         except Exception as exc:
+            self.failed_polls += 1
             self._deliver_error(ids, exc)
             self._deliver_feeds(Listing(error=exc))
             return None
+        self.failed_polls = 0
         if self._feeds:
             self._listed = set(listed)
             self._since_complete = 0 if done is not None else self._since_complete + 1

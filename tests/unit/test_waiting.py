@@ -60,6 +60,7 @@ def test_options_validate_and_round_trip():
         "stall_polls": 2,
         "poll_interval": 5.0,
         "tolerate_errors": 3,
+        "on_outage": "wait",
     }
     assert WaitOptions.from_dict(opts.to_dict()) == opts
     assert WaitOptions(target_states="complete").target_states == ("complete",)  # type: ignore[arg-type]
@@ -383,3 +384,18 @@ def test_wait_state_round_trips_with_the_log_bookkeeping() -> None:
     again = WaitState.from_dict(state.to_dict())
     assert again == state
     assert progress_line(jobs_progress(3), again, 60.0) is None
+
+
+def test_outage_pause_backs_off_and_is_bounded() -> None:
+    """Issue 13 #4: during an outage the pause doubles per failed poll, at most 8 intervals and
+    at most MAX_OUTAGE_PAUSE (never below the interval)."""
+    from airflow_provider_iceprod.waiting import MAX_OUTAGE_PAUSE, outage_pause, ride_out
+
+    assert [outage_pause(10.0, n) for n in range(6)] == [10.0, 10.0, 20.0, 40.0, 80.0, 80.0]
+    assert outage_pause(60.0, 50) == MAX_OUTAGE_PAUSE
+    assert outage_pause(600.0, 50) == 600.0
+    wait, fail = WaitOptions(tolerate_errors=1), WaitOptions(tolerate_errors=1, on_outage="fail")
+    assert [ride_out(wait, n) for n in (1, 2, 9)] == [True, None, None]
+    assert [ride_out(fail, n) for n in (1, 2)] == [True, False]
+    with pytest.raises(ValueError, match="on_outage"):
+        WaitOptions(on_outage="retry")

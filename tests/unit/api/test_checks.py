@@ -265,3 +265,15 @@ def test_check_submit_sends_the_config_filled() -> None:
     sent = checks.check_submit(CONFIG, description="d", jobs_submitted=1).config
     assert sent["version"] == 3.2 and sent["tasks"][0]["depends"] == []
     assert sent["tasks"][0]["requirements"] == {"cpu": 1, "memory": 1.0, "disk": 1.0, "time": 1.0, "os": []}
+
+
+def test_job_counts_have_one_range_check() -> None:
+    """Issue 13 #9: jobs_submitted and add_jobs share one bound; negative priorities pass."""
+    assert checks.job_count(checks.MAX_JOBS, "n") == checks.MAX_JOBS
+    with pytest.raises(IceProdConfigError, match="allow_large=True"):
+        checks.job_count(checks.MAX_JOBS + 1, "n")
+    assert checks.job_count(10**12, "n", allow_large=True) == 10**12
+    with pytest.raises(IceProdConfigError, match="jobs_submitted"):
+        checks.check_submit(CONFIG, description="d", jobs_submitted=10**12)
+    assert checks.extra_fields({"priority": -1}) == {"priority": -1.0}
+    assert calls.set_priority(DATASET_ID, -0.5).json == {"priority": -0.5}

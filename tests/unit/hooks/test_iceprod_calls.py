@@ -97,6 +97,24 @@ def test_add_jobs_grows_jobs_submitted(hook: IceProdHook, ip: LocalIceProd, data
     assert ip.dataset(dataset_id)["tasks_submitted"] == 10
 
 
+def test_add_jobs_is_range_checked_and_idempotent_with_a_target(
+    hook: IceProdHook, ip: LocalIceProd, dataset_id: str
+) -> None:
+    """Issue 13 #3 and #9: counts above 1,000,000 need allow_large (checked before any request);
+    the target total reaches ``on_target`` before the PUT and, passed back, is never exceeded."""
+    from airflow_provider_iceprod.exceptions import IceProdConfigError
+
+    with pytest.raises(IceProdConfigError, match="allow_large"):
+        hook.add_jobs(dataset_id, 10**9)
+    assert ip.counters.total() == 0
+    targets: list[int] = []
+    assert hook.add_jobs(dataset_id, 3, on_target=targets.append) == 5
+    assert targets == [5]
+    assert hook.add_jobs(dataset_id, 3, target=5) == 5  # a retry of the same change
+    assert ip.dataset(dataset_id)["jobs_submitted"] == 5
+    assert ip.counters.matching(r"^PUT .*/jobs_submitted$") == 1
+
+
 def test_dataset_number_is_resolved_once_per_process(
     hook: IceProdHook, ip: LocalIceProd, dataset_id: str
 ) -> None:
@@ -254,3 +272,37 @@ async def test_an_action_that_outlasts_its_timeout_names_its_request(
     ip.actions.delay = 0.02
     done = await asyncio.to_thread(hook.wait_for_action, "materialization", request_id, timeout=10)
     assert done.status == "complete"
+
+
+@pytest.mark.parametrize(
+    ("route", "run"),
+    [
+        ("dataset_status", lambda hook, ds: hook.hard_reset_dataset(ds)),
+        ("dataset_status", lambda hook, ds: hook.suspend_dataset(ds)),
+        ("task_status", lambda hook, ds: hook.retry_failed_tasks(ds)),
+        ("job_status", lambda hook, ds: hook.job_status_action(ds, "reset")),
+    ],
+)
+def test_a_lost_action_answer_is_never_resent(
+    hook: IceProdHook, ip: LocalIceProd, dataset_id: str, route: str, run: Callable[..., Any]
+) -> None:
+    """Issue 13 #3: IceProd recorded the request but its answer was lost: exactly one request,
+    and a non-retryable error that says what to check."""
+    from airflow_provider_iceprod.exceptions import IceProdUncertainError
+
+    ip.faults.add(f"^POST /actions/{route}$", drop=True, when="after", times=1)
+    with pytest.raises(IceProdUncertainError) as info:
+        run(hook, dataset_id)
+    assert ip.counters.get(f"POST /actions/{route}") == 1
+    assert sum(ip.actions.counts(route).values()) == 1  # IceProd recorded exactly one request
+    message = str(info.value)
+    assert dataset_id in message and "not sent again" in message and "UTC" in message
+
+
+def test_an_action_refused_before_iceprod_saw_it_is_resent(
+    hook: IceProdHook, ip: LocalIceProd, dataset_id: str
+) -> None:
+    ip.faults.add("^POST /actions/dataset_status$", status=503, retry_after=0.01, times=1)
+    hook.suspend_dataset(dataset_id)
+    assert ip.counters.get("POST /actions/dataset_status") == 2
+    assert sum(ip.actions.counts("dataset_status").values()) == 1

@@ -11,6 +11,7 @@ from airflow_provider_iceprod.exceptions import (
     IceProdAmbiguousError,
     IceProdDatasetConfigError,
     IceProdTransientError,
+    IceProdUncertainError,
 )
 from airflow_provider_iceprod.hooks.iceprod import IceProdHook
 from airflow_provider_iceprod.testing.server import LocalIceProd
@@ -106,7 +107,9 @@ def test_ambiguous_failure_with_nothing_created_is_not_resent(hook: IceProdHook,
     ip.faults.add(SUBMIT, status=502, times=1)  # a proxy error: the client cannot know it never arrived
     with pytest.raises(IceProdAmbiguousError) as info:
         hook.submit_dataset(CONFIG, description="d", jobs_submitted=1, marker="m-502", reconcile_grace=0.3)
-    assert "No dataset carrying [airflow:m-502] appeared within 0.3 s" in str(info.value)
+    assert "After 0.3 s no dataset carries [airflow:m-502]" in str(info.value)
+    assert "probably" not in str(info.value)
+    assert not isinstance(info.value, IceProdUncertainError)  # IceProd's queue proves nothing was created
     assert ip.counters.get(SUBMIT) == 1
     assert ip.dataset_count() == 0
     # A later try with the same marker looks again, finds nothing, and submits.
@@ -161,3 +164,96 @@ def test_materialize_after_submit(hook: IceProdHook, ip: LocalIceProd) -> None:
     assert api_requests(ip)["POST /actions/materialization"] == 1
     hook.wait_for_action("materialization", hook.materialize(result.dataset_id, wait=False).request_id)
     assert len(ip.jobs(result.dataset_id)) == 2
+
+
+def test_lost_submit_answer_with_a_worker_slower_than_the_grace_is_never_resent(
+    hook: IceProdHook, ip: LocalIceProd
+) -> None:
+    """Issue 13 #2: the answer is lost and IceProd's actions worker takes longer than
+    ``reconcile_grace``: the try fails for good, naming the marker and the time, and a later try
+    with the same marker waits for the earlier submit instead of sending a second one."""
+    ip.actions.delay = 0.6  # queued -> processing -> complete: the dataset exists after ~1.2 s
+    ip.faults.add(SUBMIT, drop=True, when="after", times=1)
+    with pytest.raises(IceProdUncertainError) as info:
+        hook.submit_dataset(CONFIG, description="d", jobs_submitted=1, marker="m-slow", reconcile_grace=0.2)
+    message = str(info.value)
+    assert "[airflow:m-slow]" in message and "sent at 20" in message and "UTC" in message
+    assert "queued or processing" in message and "A person must check" in message
+    assert "probably" not in message
+    assert ip.dataset_count() == 0  # not yet: the worker is slow
+    again = hook.submit_dataset(
+        CONFIG, description="d", jobs_submitted=1, marker="m-slow", reconcile_grace=10
+    )
+    assert again.reattached
+    assert ip.counters.get(SUBMIT) == 1
+    assert ip.dataset_count() == 1
+
+
+@pytest.mark.parametrize("form", ["sync", "async"])
+def test_crash_between_accepted_and_created_without_a_request_id(
+    hook: IceProdHook, ip: LocalIceProd, form: str
+) -> None:
+    """Issue 13 #2, direct hook use: an earlier run's submit was accepted, then the process died
+    before it saved the request id. A new run with the same marker, while IceProd's worker has not
+    created the dataset yet, must not submit a second one."""
+    import asyncio
+
+    from airflow_provider_iceprod.api import checks
+
+    ip.actions.delay = 0.4
+    request = checks.check_submit(CONFIG, description="d", jobs_submitted=1, marker="m-crash")
+    # The earlier run: the POST is accepted (its id would have been saved next; the process died).
+    hook._run(lambda ctx: iter_one(calls_post_submit(request)))
+    assert ip.dataset_count() == 0
+    args = {"description": "d", "jobs_submitted": 1, "marker": "m-crash", "reconcile_grace": 10}
+    if form == "sync":
+        result = hook.submit_dataset(CONFIG, **args)  # type: ignore[arg-type]
+    else:
+        result = asyncio.run(hook.asubmit_dataset(CONFIG, **args))  # type: ignore[arg-type]
+    assert result.reattached
+    assert ip.counters.get(SUBMIT) == 1
+    assert ip.dataset_count() == 1
+
+
+def test_a_known_earlier_send_still_queued_after_the_grace_fails_for_good(
+    hook: IceProdHook, ip: LocalIceProd
+) -> None:
+    """``sent_at`` of an earlier try whose submit is still queued after ``reconcile_grace``: the
+    new try fails without submitting (IceProdUncertainError, not retryable)."""
+    import time
+
+    from airflow_provider_iceprod.api import checks
+
+    ip.actions.delay = 5.0
+    request = checks.check_submit(CONFIG, description="d", jobs_submitted=1, marker="m-old")
+    sent = time.time() - 60
+    hook._run(lambda ctx: iter_one(calls_post_submit(request)))
+    with pytest.raises(IceProdUncertainError) as info:
+        hook.submit_dataset(
+            CONFIG, description="d", jobs_submitted=1, marker="m-old", reconcile_grace=30, sent_at=sent
+        )
+    assert "[airflow:m-old]" in str(info.value)
+    assert ip.counters.get(SUBMIT) == 1
+
+
+def test_on_send_runs_before_the_submit_and_can_stop_it(hook: IceProdHook, ip: LocalIceProd) -> None:
+    sent: list[float] = []
+    submit(hook, on_send=sent.append)
+    assert len(sent) == 1 and ip.counters.get(SUBMIT) == 1
+
+    def refuse(when: float) -> None:
+        raise IceProdTransientError("cannot persist the send time")
+
+    with pytest.raises(IceProdTransientError):
+        submit(hook, marker="m-refused", on_send=refuse)
+    assert ip.counters.get(SUBMIT) == 1
+
+
+def calls_post_submit(request: object):
+    from airflow_provider_iceprod.api import calls
+
+    return calls.post_action("submit", request.submit_body())  # type: ignore[attr-defined]
+
+
+def iter_one(call: object):
+    return (yield call)

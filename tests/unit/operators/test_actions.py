@@ -67,7 +67,7 @@ def test_unknown_action_lists_the_valid_ones() -> None:
         ("set_requirements", {"process": {"cpu": 1.5}}, "integer"),
         ("set_requirements", {"process": {"os": "RHEL_7"}}, "list of strings"),
         ("set_requirements", {"process": {}}, "non-empty dict"),
-        ("set_priority", -0.5, ">= 0"),
+        ("add_jobs", 10**9, "allow_large=True"),
         ("set_requirements", ["memory"], "task_name"),
     ],
 )
@@ -270,3 +270,56 @@ def test_result_and_xcoms_of_a_direct_execute(iceprod_connection) -> None:
     assert ti.pushed["dataset_id"] == dataset_id
     assert ti.pushed["url"].endswith(f"/dataset/{dataset_id}")
     assert ip.dataset(dataset_id)["priority"] == 0.25
+
+
+# ------------------------------------------------------------------ issue 13: ranges, add_jobs once
+
+
+def test_large_job_counts_need_allow_large_and_negative_priorities_pass() -> None:
+    """Issue 13 #9: one range check, at parse time for literal values."""
+    with pytest.raises(IceProdConfigError, match="1,000,000") as err:
+        IceProdDatasetActionOperator(task_id="x", action="add_jobs", dataset=1, value=10**9)
+    assert err.value.field == "value"
+    IceProdDatasetActionOperator(task_id="x", action="add_jobs", dataset=1, value=10**9, allow_large=True)
+    assert validate_action("set_priority", -0.5) == ("set_priority", -0.5)  # IceProd accepts it
+
+
+def test_negative_priority_is_set_at_execute(iceprod_connection) -> None:
+    ip = iceprod_connection
+    dataset_id = ip.create_dataset()
+    result, _ = _execute(_action("prio", "set_priority", dataset_id, -1.5))
+    assert ip.dataset(dataset_id)["priority"] == -1.5 and result["changed"]
+
+
+class DictStore:
+    """A task state store (Airflow 3.3+) kept in a dict, as it survives between tries."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+
+def test_add_jobs_retried_after_a_lost_answer_adds_once(iceprod_connection) -> None:
+    """Issue 13 #3: the PUT went through but its answer was lost; the retried task sets the stored
+    target instead of adding the jobs a second time."""
+    ip = iceprod_connection
+    dataset_id = ip.create_dataset(jobs_submitted=2)
+    store = DictStore()
+    op = _action("grow", "add_jobs", dataset_id, 3)
+    ip.faults.add(r"^PUT /datasets/[0-9a-f]+/jobs_submitted$", status=500, when="after", times=1)
+    with pytest.raises(Exception, match="500"):
+        op.execute({"ti": RecordingTI(), "task_state_store": store})  # type: ignore[arg-type]
+    assert ip.dataset(dataset_id)["jobs_submitted"] == 5  # IceProd did it; the answer was lost
+    retry = _action("grow", "add_jobs", dataset_id, 3)
+    result = retry.execute({"ti": RecordingTI(), "task_state_store": store})  # type: ignore[arg-type]
+    assert result["jobs_submitted"] == 5
+    assert ip.dataset(dataset_id)["jobs_submitted"] == 5
+    assert store.data == {}  # done: a clear adds again, on purpose

@@ -130,7 +130,7 @@ def test_failure_after_submit_retries_onto_the_same_dataset_via_task_state_store
     # the dataset exists; try 2 must reattach to it.
     ip.faults.add(r"job_counts/status", status=500, times=1)
     with make_dag("op_submit_retry_store", retries=1) as dag:
-        _submit(wait_for_completion=True, deferrable=False, tolerate_errors=0)
+        _submit(wait_for_completion=True, deferrable=False, tolerate_errors=0, on_outage="fail")
     dag_run = run_dag(dag)
 
     assert str(dag_run.state) == "success"
@@ -152,7 +152,7 @@ def test_failure_after_submit_retries_onto_the_same_dataset_via_marker_without_s
     ip = iceprod_connection
     ip.faults.add(r"job_counts/status", status=500, times=1)
     with make_dag("op_submit_retry_marker", retries=1) as dag:
-        _submit(wait_for_completion=True, deferrable=False, tolerate_errors=0)
+        _submit(wait_for_completion=True, deferrable=False, tolerate_errors=0, on_outage="fail")
     dag_run = run_dag(dag)
 
     assert str(dag_run.state) == "success"
@@ -351,3 +351,57 @@ def test_a_dataset_started_suspended_is_not_resumed_on_retry(iceprod_connection,
     assert ip.dataset_count() == 1
     assert ip.datasets()[0]["status"] == "suspended"
     assert ip.counters.matching(r"^POST /actions/dataset_status$") == 0
+
+
+def test_a_retry_after_a_crash_before_the_request_id_was_saved_never_submits_twice(
+    iceprod_connection, airflow_db, monkeypatch
+) -> None:
+    """Issue 13 #2: try 1's submit is accepted, but its request id never reaches the task state
+    store (a failed write is only logged) and the try dies; IceProd's worker is slow. Try 2 knows
+    from the stored send time that a submit may be queued, and waits for it instead of sending
+    a second one."""
+    from airflow_provider_iceprod.operators._resume import REQUEST_ID_KEY, SubmitState
+
+    real_set = SubmitState.set
+
+    def lose_the_request_id(self: SubmitState, key: str, value: str) -> None:
+        if key != REQUEST_ID_KEY:
+            real_set(self, key, value)
+
+    monkeypatch.setattr(SubmitState, "set", lose_the_request_id)
+    ip = iceprod_connection
+    ip.actions.delay = 2.0  # the dataset exists ~4 s after the submit was accepted
+    ip.faults.add(r"^GET /actions/submit/", status=500, times=1)  # try 1 dies right after the POST
+    with make_dag("op_submit_crash_no_request_id", retries=1) as dag:
+        _submit(materialize=False, reconcile_grace=30)
+    dag_run = run_dag(dag)
+
+    assert str(dag_run.state) == "success"
+    assert try_numbers(dag_run, "submit") == 2
+    assert ip.counters.matching(r"^POST /actions/submit$") == 1
+    assert ip.dataset_count() == 1
+    _assert_dataset_xcoms(dag_run, ip, ip.datasets()[0])
+
+
+def test_a_lost_submit_answer_with_a_slow_worker_fails_without_retries(
+    iceprod_connection, airflow_db
+) -> None:
+    """Issue 13 #2: the answer is lost and the worker is slower than ``reconcile_grace``: the task
+    fails for good (retries would risk a second dataset) instead of submitting again."""
+    ip = iceprod_connection
+    ip.actions.delay = 1.0
+    ip.faults.add(r"^POST /actions/submit$", drop=True, when="after", times=1)
+    with make_dag("op_submit_lost_slow", retries=2) as dag:
+        _submit(materialize=False, reconcile_grace=0.3)
+    dag_run = run_dag(dag)
+
+    assert str(dag_run.state) == "failed"
+    assert try_numbers(dag_run, "submit") == 1  # IceProdUncertainError: no retry
+    assert ip.counters.matching(r"^POST /actions/submit$") == 1
+
+
+def test_reconcile_grace_is_checked_when_the_dag_is_parsed() -> None:
+    from airflow_provider_iceprod.exceptions import IceProdConfigError
+
+    with pytest.raises(IceProdConfigError, match="reconcile_grace"):
+        _submit(reconcile_grace=-1)

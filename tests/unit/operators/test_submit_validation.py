@@ -161,3 +161,17 @@ def test_templated_json_file_is_submitted(iceprod_connection, airflow_db, tmp_pa
     stored = ip.config(dataset["dataset_id"])
     assert stored is not None
     assert stored["tasks"][1]["trays"][0]["modules"][0]["args"] == "-c 'print(7)'"
+
+
+def test_large_jobs_submitted_needs_allow_large_at_parse_time() -> None:
+    """Issue 13 #9: a literal count is checked when the DAG is parsed, with the execute rule."""
+    with pytest.raises(IceProdConfigError, match="allow_large=True") as err:
+        _op(jobs_submitted=10**12)
+    assert err.value.field == "jobs_submitted"
+    assert _op(jobs_submitted=10**12, allow_large=True).prepare().jobs_submitted == 10**12
+    _op(jobs_submitted="{{ params.jobs }}")  # a template: checked at execute
+
+
+def test_negative_priority_passes_at_parse_time_and_at_execute() -> None:
+    """Issue 13 #9: IceProd accepts negative priorities, so both checks do."""
+    assert _op(priority=-2).prepare().extra == {"priority": -2.0}

@@ -205,6 +205,9 @@ class _Log:
     def warning(self, msg, *args):
         self.lines.append(msg % args)
 
+    def error(self, msg, *args):
+        self.lines.append(msg % args)
+
 
 def test_wait_for_dataset_success_and_deadline(ip, slow):
     ip.grid.task_duration = 0.1
@@ -227,5 +230,11 @@ def test_wait_for_dataset_tolerates_transient_errors(ip):
     assert wait_for_dataset(hook(), dataset_id, opts, deadline=None, log=log)["status"] == "success"
     assert sum("tolerated" in line for line in log.lines) == 2
     ip.faults.add(r"task_counts/status", status=503)
+    fail = WaitOptions(poll_interval=0.05, tolerate_errors=2, on_outage="fail")
     with pytest.raises(IceProdTransientError, match="503"):
-        wait_for_dataset(hook(), dataset_id, opts, deadline=None, log=_Log())
+        wait_for_dataset(hook(), dataset_id, fail, deadline=None, log=_Log())
+    # on_outage="wait" (the default): only the deadline ends the wait, with louder lines
+    log = _Log()
+    with pytest.raises(AirflowSensorTimeout):
+        wait_for_dataset(hook(), dataset_id, opts, deadline=time.time() + 1.0, log=log)
+    assert any("still waiting until the deadline" in line for line in log.lines)

@@ -129,7 +129,7 @@ async def test_transient_errors_are_tolerated_then_fatal(ip):
     (event,) = await events(trigger(dataset_id, wait_options={"tolerate_errors": 2}))
     assert event["status"] == "success"
     ip.faults.add(r"GET /datasets$", status=503)
-    (event,) = await events(trigger(dataset_id, wait_options={"tolerate_errors": 1}))
+    (event,) = await events(trigger(dataset_id, wait_options={"tolerate_errors": 1, "on_outage": "fail"}))
     assert (event["status"], event["error_type"]) == ("error", "IceProdTransientError")
     assert "503" in event["message"]
 
@@ -149,9 +149,38 @@ async def test_issuer_blips_during_discovery_count_as_transient_errors(ip):
     TOKEN_CACHE.clear()
     clear_discovery_cache()
     ip.faults.add("openid-configuration", drop=True)
-    (event,) = await events(trigger(dataset_id, wait_options={"tolerate_errors": 0}))
+    (event,) = await events(trigger(dataset_id, wait_options={"tolerate_errors": 0, "on_outage": "fail"}))
     assert (event["status"], event["error_type"]) == ("error", "IceProdTransientError")
     assert "Check the connection's oauth_url" not in event["message"]
+
+
+async def test_a_long_outage_does_not_end_a_wait_whose_deadline_is_far(ip):
+    """Issue 13 #4: IceProd answers 503 for 6 polls in a row (5 minutes and more at the default
+    60 s poll interval), more than ``tolerate_errors`` (3): the deferred wait rides it out with
+    error-level log lines and ends in success once IceProd is back."""
+    ip.grid.task_duration = 0.1
+    dataset_id = ip.create_dataset(ONE_TASK)
+    ip.faults.add(r"GET /datasets$", status=503, times=12)  # retry_limit=1: 2 requests per poll
+    trig = trigger(dataset_id, deadline=120, wait_options={"tolerate_errors": 3})
+    lines: list[tuple[str, str]] = []
+
+    class Recorder:
+        def __getattr__(self, level: str):
+            return lambda msg, *args: lines.append((level, msg % args))
+
+    trig._log = Recorder()  # type: ignore[assignment]  # structlog: not captured by caplog
+    (event,) = await events(trig)
+    assert event["status"] == "success"
+    assert ip.faults._faults[-1].hits == 12
+    loud = [text for level, text in lines if level == "error" and "polls in a row" in text]
+    assert len(loud) == 3  # failed polls 4, 5 and 6: past the tolerance, still waiting
+
+
+async def test_a_deadline_still_ends_a_wait_through_an_outage(ip):
+    dataset_id = ip.create_dataset(ONE_TASK)
+    ip.faults.add(r"GET /datasets$", status=503)
+    (event,) = await events(trigger(dataset_id, deadline=1.5, wait_options={"tolerate_errors": 0}))
+    assert event["status"] == "timeout"
 
 
 HOOK_PARAMS = {
@@ -190,6 +219,7 @@ def test_serialize_is_plain_and_exact():
             "stall_polls": 5,
             "poll_interval": 9.0,
             "tolerate_errors": 3,
+            "on_outage": "wait",
         },
         "deadline": 1767225600.0,
         "hook_params": HOOK_PARAMS,
