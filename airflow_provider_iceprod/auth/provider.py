@@ -161,12 +161,12 @@ class TokenProvider:
 
     def get_token(self, *, force_refresh: bool = False) -> str:
         """A valid access token; refreshes when needed (or when ``force_refresh``)."""
-        refuse_running_loop("TokenProvider.get_token()")
         requested = time.monotonic()
         if not force_refresh:
             cached = self._cache.fresh(self.key, self.lead_time)
-            if cached is not None:
+            if cached is not None:  # a dictionary look-up: fine on an event loop too
                 return cached.value
+        refuse_running_loop("TokenProvider.get_token()")  # a refresh would block the loop
         self._check_credentials()
         self._mask_base()
         with self._cache.locked(self.key) as entry:

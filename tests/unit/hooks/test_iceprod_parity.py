@@ -91,6 +91,12 @@ PAIRS: dict[str, Pair] = {
     # identity and connection
     "whoami": Pair(lambda w: ((), {})),
     "test_connection": Pair(lambda w: ((), {})),
+    # rest-tools' client on the provider's tokens (its requests: tests/unit/hooks/test_rest_client.py)
+    "run": Pair(
+        lambda w: (("GET", f"/datasets/{w.dataset_id}/job_counts/status"), {}),
+        view=lambda counts, w: sorted(counts.items()),
+    ),
+    "get_conn": Pair(lambda w: ((), {}), view=lambda client, w: (type(client).__name__, client.address)),
     # reading
     "get_dataset": Pair(lambda w: ((w.number,), {})),
     "resolve_dataset_id": Pair(lambda w: ((str(w.number),), {})),
