@@ -17,18 +17,15 @@ from airflow_provider_iceprod.exceptions import (
     IceProdTransientError,
 )
 from airflow_provider_iceprod.failure_logs import FAILED_OUTCOMES, log_failed_task_logs
+from airflow_provider_iceprod.wait_events import event_result, not_visible_error, timeout_event, verdict_event
+from airflow_provider_iceprod.wait_progress import progress_line
 from airflow_provider_iceprod.waiting import (
     Verdict,
     WaitOptions,
     WaitState,
     evaluate,
-    event_result,
-    not_visible_error,
     outage_pause,
-    progress_line,
     ride_out,
-    timeout_event,
-    verdict_event,
     with_failed_task_names,
 )
 

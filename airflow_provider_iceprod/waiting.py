@@ -30,36 +30,33 @@ No Airflow database access happens here; nothing here sees a token.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from airflow_provider_iceprod.exceptions import (
-    IceProdDatasetFailedError,
-    IceProdError,
-    IceProdPermissionError,
-)
 from airflow_provider_iceprod.models import DATASET_STATUSES, DatasetProgress
 
-if TYPE_CHECKING:
-    pass
+# Re-exported: the sensor, the trigger and the submit operator import these from here.
+from airflow_provider_iceprod.wait_events import (  # noqa: F401
+    error_event,
+    event_result,
+    make_event,
+    not_visible_error,
+    timeout_event,
+    verdict_event,
+)
+from airflow_provider_iceprod.wait_progress import counts_text, dataset_label, progress_line  # noqa: F401
 
 ON_SUSPENDED_CHOICES = ("fail", "wait", "timeout")
 ON_OUTAGE_CHOICES = ("wait", "fail")
 #: During an outage the pause between polls doubles per failed poll, up to 8 intervals or this,
 #: whichever is shorter (never below the interval): a long outage costs little.
 MAX_OUTAGE_PAUSE = 300.0
-EVENT_STATUSES = ("success", "failed", "timeout", "error")
 #: How many rate samples a :class:`WaitState` keeps for the ETA (a sliding window of the last
 #: changes in the number of complete jobs, plus the oldest kept one as the window's start).
 MAX_RATE_SAMPLES = 12
 #: How long a processing dataset may miss jobs with nothing to run before the wait calls it stuck.
 MATERIALIZATION_STALL_SECONDS = 3600.0
-#: Seconds between "still waiting" heartbeat lines while nothing changes. A progress line is logged
-#: whenever the status or a job or task count changes, and otherwise only this often.
-HEARTBEAT_SECONDS = 30 * 60
 #: How far one ETA may rise above the previous one (counted down by the time since): this share
 #: of it, or :data:`ETA_MIN_SLACK` seconds, whichever is more. Falls are never limited.
 ETA_MAX_RISE = 0.25
@@ -191,7 +188,7 @@ class WaitState:
     ``polls``: polls that had counts. ``error_count``: consecutive polls that failed with a
     transient error. ``eta``: ``[time, seconds]`` of the last ETA (limits how far the next may
     rise). ``last_key``/``last_logged``: what the last progress line showed and when (the log
-    gets a line only when that changes, or a heartbeat every :data:`HEARTBEAT_SECONDS`).
+    gets a line only when that changes, or a heartbeat every ``wait_progress.HEARTBEAT_SECONDS``).
     """
 
     stall_count: int = 0
@@ -298,17 +295,6 @@ class Verdict:
     status: str = "running"
 
 
-def _label(progress: DatasetProgress) -> str:
-    number = f"{progress.dataset} " if progress.dataset else ""
-    return f"IceProd dataset {number}({progress.dataset_id})"
-
-
-def _counts_text(counts: Mapping[str, int]) -> str:
-    if not counts:
-        return "{}"
-    return "{" + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + "}"
-
-
 def jobs_all_complete(progress: DatasetProgress) -> bool:
     """The cron-independent success check: ``job_counts`` is exactly ``{"complete": N}``."""
     counts = {k: v for k, v in progress.job_counts.items() if v}
@@ -362,7 +348,7 @@ def evaluate(
     """
     jobs_fresh = counts_fresh if jobs_fresh is None else jobs_fresh
     status = progress.status
-    label = _label(progress)
+    label = dataset_label(progress)
     if counts_fresh:
         state.polls += 1
         if progress.job_counts or progress.task_counts:
@@ -409,8 +395,8 @@ def evaluate(
         return Verdict(
             True,
             "errors",
-            f"{label} is in status 'errors': jobs {_counts_text(progress.job_counts)}, "
-            f"tasks {_counts_text(progress.task_counts)}. Retry its failed tasks or reset it in IceProd.",
+            f"{label} is in status 'errors': jobs {counts_text(progress.job_counts)}, "
+            f"tasks {counts_text(progress.task_counts)}. Retry its failed tasks or reset it in IceProd.",
             "failed",
         )
     if status == "suspended" and options.on_suspended != "wait":
@@ -433,8 +419,8 @@ def evaluate(
                 "stalled",
                 f"{label} stalled: {missing_jobs(progress)} of {progress.jobs_submitted} jobs were never "
                 f"created and nothing has been waiting, queued, processing or failed for "
-                f"{now - state.idle_since:.0f} s (tasks {_counts_text(progress.task_counts)}, jobs "
-                f"{_counts_text(progress.job_counts)}). IceProd's materialization failed, for example on a "
+                f"{now - state.idle_since:.0f} s (tasks {counts_text(progress.task_counts)}, jobs "
+                f"{counts_text(progress.job_counts)}). IceProd's materialization failed, for example on a "
                 "bad depends.",
                 "failed",
             )
@@ -449,7 +435,7 @@ def evaluate(
                 "stalled",
                 f"{label} stalled: {progress.tasks_failed} failed task(s) and nothing waiting, queued or "
                 f"processing for {state.stall_count} consecutive polls (tasks "
-                f"{_counts_text(progress.task_counts)}, jobs {_counts_text(progress.job_counts)}). "
+                f"{counts_text(progress.task_counts)}, jobs {counts_text(progress.job_counts)}). "
                 "Dependants of a failed task stay idle until it is reset; retry the failed tasks.",
                 "failed",
             )
@@ -470,186 +456,3 @@ def with_failed_task_names(verdict: Verdict, counts_by_name: Mapping[str, Mappin
         return verdict
     names = ", ".join(f"{name} ({n})" for name, n in sorted(failed.items()))
     return Verdict(verdict.done, verdict.outcome, f"{verdict.message} Failed tasks: {names}.", verdict.status)
-
-
-# -------------------------------------------------------------------------------------------- progress
-
-
-def _format_eta(seconds: float) -> str:
-    return str(timedelta(seconds=round(seconds)))
-
-
-def eta_seconds(progress: DatasetProgress, state: WaitState, now: float | None = None) -> float | None:
-    """Seconds until all jobs are complete, or None before any job finished during the wait."""
-    del progress  # the ETA is kept up to date by evaluate(); kept for callers' convenience
-    return state.eta_at(time.time() if now is None else now)
-
-
-def describe_progress(progress: DatasetProgress, state: WaitState, now: float | None = None) -> str:
-    """One log line: ``jobs 3/10 complete (30.0%), tasks {...}, ETA 0:12:00``."""
-    jobs = f"jobs {progress.jobs_complete}/{progress.jobs_total} complete ({progress.percent_complete:.1f}%)"
-    if progress.task_counts:
-        tasks = f"tasks {_counts_text(progress.task_counts)}"
-    else:
-        tasks = "no tasks materialized yet"
-    eta = state.eta_at(now if now is not None else time.time()) if state.eta else None
-    if eta is not None:
-        eta_text = f"ETA {_format_eta(eta)}"
-    elif progress.jobs_complete and state.samples:
-        eta_text = "ETA unknown (no job finished since the wait began)"
-    else:
-        eta_text = "ETA unknown (no job finished yet)"
-    truncated = ", truncated" if progress.truncated else ""
-    return f"{_label(progress)} [{progress.status or '?'}{truncated}]: {jobs}, {tasks}, {eta_text}"
-
-
-def _progress_key(progress: DatasetProgress) -> str:
-    return (
-        f"{progress.status}|{progress.truncated}|{progress.jobs_total}|"
-        f"{_counts_text(progress.job_counts)}|{_counts_text(progress.task_counts)}"
-    )
-
-
-def progress_line(
-    progress: DatasetProgress,
-    state: WaitState,
-    now: float | None = None,
-    *,
-    force: bool = False,
-    heartbeat: float = HEARTBEAT_SECONDS,
-) -> str | None:
-    """The line to log after a poll, or None: lines come on changes, plus a heartbeat.
-
-    A line is due when the status or a count changed since the last line (or ``force``, e.g.
-    the wait ends), and otherwise every ``heartbeat`` seconds as "still waiting, no change ...".
-    """
-    now = time.time() if now is None else now
-    key = _progress_key(progress)
-    if force or key != state.last_key:
-        state.last_key, state.last_logged = key, now
-        return describe_progress(progress, state, now)
-    if now - state.last_logged >= heartbeat:
-        quiet = _format_eta(now - state.last_logged)
-        state.last_logged = now
-        return f"Still waiting, no change in the last {quiet}: {describe_progress(progress, state, now)}"
-    return None
-
-
-# ---------------------------------------------------------------------------------------------- events
-
-
-def make_event(
-    status: str,
-    dataset_id: str,
-    *,
-    outcome: str,
-    message: str,
-    progress: DatasetProgress | None = None,
-    error_type: str | None = None,
-) -> dict[str, Any]:
-    """A trigger event / wait result: plain values only."""
-    event: dict[str, Any] = {
-        "status": status,
-        "dataset_id": dataset_id,
-        "outcome": outcome,
-        "message": message,
-        "progress": progress.as_dict() if progress is not None else None,
-    }
-    if error_type:
-        event["error_type"] = error_type
-    return event
-
-
-def verdict_event(verdict: Verdict, progress: DatasetProgress) -> dict[str, Any]:
-    return make_event(
-        verdict.status,
-        progress.dataset_id,
-        outcome=verdict.outcome,
-        message=verdict.message,
-        progress=progress,
-    )
-
-
-def error_event(dataset_id: str, exc: BaseException) -> dict[str, Any]:
-    """An event for an exception; keeps IceProd's text, names the exception type."""
-    return make_event(
-        "error",
-        dataset_id,
-        outcome="error",
-        message=f"{type(exc).__name__}: {exc}",
-        error_type=type(exc).__name__,
-    )
-
-
-def timeout_event(
-    dataset_id: str, deadline: float, progress: DatasetProgress | None = None
-) -> dict[str, Any]:
-    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(deadline))
-    return make_event(
-        "timeout",
-        dataset_id,
-        outcome="timeout",
-        message=f"Timed out waiting for IceProd dataset {dataset_id}: the deadline {when} passed.",
-        progress=progress,
-    )
-
-
-def _error_class(name: object) -> type[IceProdError]:
-    from airflow_provider_iceprod import exceptions
-
-    cls = getattr(exceptions, str(name), None) if isinstance(name, str) else None
-    if isinstance(cls, type) and issubclass(cls, IceProdError):
-        return cls
-    return IceProdError
-
-
-def event_result(event: object) -> dict[str, Any]:
-    """Check a trigger event handed to ``execute_complete``; return it when it is a success.
-
-    Raises ``IceProdDatasetFailedError`` for failures, ``AirflowSensorTimeout`` for timeouts, the
-    original IceProd exception type for error events, and ``AirflowException`` for ``None`` or
-    anything that is not a well-formed event.
-    """
-    from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
-
-    if not isinstance(event, Mapping):
-        raise AirflowException(f"IceProd wait resumed without a valid trigger event (got {event!r}).")
-    status = event.get("status")
-    dataset_id = event.get("dataset_id")
-    message = event.get("message")
-    if status not in EVENT_STATUSES or not isinstance(dataset_id, str) or not dataset_id:
-        raise AirflowException(f"IceProd wait resumed with an unrecognised trigger event: {dict(event)!r}")
-    if not isinstance(message, str):
-        message = f"IceProd dataset {dataset_id}: {status}"
-    if status == "success":
-        progress = event.get("progress")
-        if progress is not None and not isinstance(progress, Mapping):
-            raise AirflowException(f"IceProd trigger event has a malformed 'progress': {progress!r}")
-        return dict(event)
-    if status == "timeout":
-        raise AirflowSensorTimeout(message)
-    if status == "failed":
-        raise IceProdDatasetFailedError(message, dataset_id=dataset_id)
-    raise _error_class(event.get("error_type"))(message)
-
-
-# -------------------------------------------------------------------------------------------- failures
-
-
-def not_visible_error(
-    ref: object, exc: IceProdError, conn_id: str | None = None
-) -> IceProdDatasetFailedError:
-    """A clear, non-retryable failure for a dataset the token cannot read (403) or that is gone (404)."""
-    via = f" with connection {conn_id!r}" if conn_id else ""
-    hint = (
-        "IceProd answers 403 both when the token may not read a dataset and when no such dataset exists; "
-        "check the dataset id/number and that the connection's user may read it."
-        if isinstance(exc, IceProdPermissionError)
-        else "Check the dataset id or number."
-    )
-    return IceProdDatasetFailedError(
-        f"IceProd dataset {ref} cannot be read{via}: {exc}. {hint}",
-        dataset_id=str(ref),
-        status_code=exc.status_code,
-        iceprod_message=exc.iceprod_message,
-    )

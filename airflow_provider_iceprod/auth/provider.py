@@ -159,13 +159,19 @@ class TokenProvider:
 
     # -- public API -------------------------------------------------------------------------------
 
+    def _cached_value(self, force_refresh: bool) -> str | None:
+        """The cached access token while it is fresh, unless a refresh is forced."""
+        if force_refresh:
+            return None
+        cached = self._cache.fresh(self.key, self.lead_time)
+        return None if cached is None else cached.value
+
     def get_token(self, *, force_refresh: bool = False) -> str:
         """A valid access token; refreshes when needed (or when ``force_refresh``)."""
         requested = time.monotonic()
-        if not force_refresh:
-            cached = self._cache.fresh(self.key, self.lead_time)
-            if cached is not None:  # a dictionary look-up: fine on an event loop too
-                return cached.value
+        cached = self._cached_value(force_refresh)
+        if cached is not None:
+            return cached
         refuse_running_loop("TokenProvider.get_token()")  # a refresh would block the loop
         self._check_credentials()
         self._mask_base()
@@ -184,10 +190,9 @@ class TokenProvider:
     async def aget_token(self, *, force_refresh: bool = False) -> str:
         """Async :meth:`get_token`: never blocks the event loop, also while waiting for a lock."""
         requested = time.monotonic()
-        if not force_refresh:
-            cached = self._cache.fresh(self.key, self.lead_time)
-            if cached is not None:
-                return cached.value
+        cached = self._cached_value(force_refresh)
+        if cached is not None:
+            return cached
         self._check_credentials()
         await self._amask_base()
         async with self._cache.alocked(self.key) as entry:

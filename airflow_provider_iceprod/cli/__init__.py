@@ -167,20 +167,16 @@ def _run(args: argparse.Namespace) -> int:
     out = sys.stdout
     try:
         return int(args.func(args, out))
-    except CliError as exc:
+    except (CliError, IceProdError) as exc:
         print(f"airflow-iceprod {args.command}: {exc}", file=sys.stderr)
-        return exc.code
-    except IceProdAuthError as exc:
-        print(f"airflow-iceprod {args.command}: {exc}", file=sys.stderr)
-        return EXIT_AUTH
-    except IceProdConfigError as exc:
-        print(f"airflow-iceprod {args.command}: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except IceProdTransientError as exc:
-        print(f"airflow-iceprod {args.command}: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    except IceProdError as exc:
-        print(f"airflow-iceprod {args.command}: {exc}", file=sys.stderr)
+        if isinstance(exc, CliError):
+            return exc.code
+        if isinstance(exc, IceProdAuthError):
+            return EXIT_AUTH
+        if isinstance(exc, IceProdConfigError):
+            return EXIT_CONFIG
+        if isinstance(exc, IceProdTransientError):
+            return EXIT_UNREACHABLE
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print(f"\nairflow-iceprod {args.command}: interrupted", file=sys.stderr)

@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from airflow_provider_iceprod.auth.oidc import DeviceAuthorization
+    from airflow_provider_iceprod.auth.device import DeviceAuthorization
 
 
 def ago(seconds: float | None) -> str:

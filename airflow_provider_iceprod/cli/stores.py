@@ -36,6 +36,19 @@ class StoredConnection:
     conn_type: str = CONN_TYPE
     origin: str = "metadata DB"  # metadata DB | Airflow REST API | environment or secrets backend
 
+    @classmethod
+    def of(cls, conn_id: str, conn: Any, origin: str = "metadata DB") -> StoredConnection:
+        """The fields of an Airflow ``Connection`` (ORM or Task SDK)."""
+        return cls(
+            conn_id=conn_id,
+            host=conn.host,
+            port=conn.port,
+            password=conn.password,
+            extra=dict(conn.extra_dejson),
+            conn_type=conn.conn_type or CONN_TYPE,
+            origin=origin,
+        )
+
     def settings(self) -> ConnectionSettings:
         from airflow_provider_iceprod.settings import ConnectionSettings
 
@@ -78,14 +91,7 @@ class MetadataDb:
             conn = session.scalar(select(Connection).where(Connection.conn_id == conn_id))
             if conn is None:
                 return None
-            return StoredConnection(
-                conn_id=conn_id,
-                host=conn.host,
-                port=conn.port,
-                password=conn.password,
-                extra=dict(conn.extra_dejson),
-                conn_type=conn.conn_type or CONN_TYPE,
-            )
+            return StoredConnection.of(conn_id, conn)
 
     def put(self, conn: StoredConnection) -> None:
         """Create or update ``conn`` (extras replaced by ``conn.extra``)."""
@@ -249,12 +255,5 @@ def read_connection(conn_id: str, db: MetadataDb) -> StoredConnection:
             f"Create it with `airflow-iceprod login --conn-id {conn_id}`."
         ) from None
     stored = db.get(conn_id) if env_name not in os.environ else None
-    return StoredConnection(
-        conn_id=conn_id,
-        host=conn.host,
-        port=conn.port,
-        password=conn.password,
-        extra=dict(conn.extra_dejson),
-        conn_type=conn.conn_type or CONN_TYPE,
-        origin="metadata DB" if stored is not None else "environment or secrets backend",
-    )
+    origin = "metadata DB" if stored is not None else "environment or secrets backend"
+    return StoredConnection.of(conn_id, conn, origin=origin)

@@ -448,11 +448,16 @@ class ActionQueue:
         self._apply(payload["dataset_id"], payload["action"], jobs=jobs, tasks=None)
         payload["progress"] = 100
 
-    def _run_job_status(self, payload: dict[str, Any]) -> None:
+    def _start_status_run(self, payload: dict[str, Any]) -> tuple[str, str]:
+        """The dataset and action of a job/task status run; a reset also resets the dataset's status."""
         dataset_id, action = payload["dataset_id"], payload["action"]
         dataset = self._dataset_for_run(dataset_id)
         if action != "suspend":
             self._reset_dataset_status(dataset, action)
+        return dataset_id, action
+
+    def _run_job_status(self, payload: dict[str, Any]) -> None:
+        dataset_id, action = self._start_status_run(payload)
         if payload.get("job_ids") is None:
             initial = payload.get("initial_status")
             jobs = {
@@ -466,10 +471,7 @@ class ActionQueue:
         payload["progress"] = 100
 
     def _run_task_status(self, payload: dict[str, Any]) -> None:
-        dataset_id, action = payload["dataset_id"], payload["action"]
-        dataset = self._dataset_for_run(dataset_id)
-        if action != "suspend":
-            self._reset_dataset_status(dataset, action)
+        dataset_id, action = self._start_status_run(payload)
         all_tasks = self._store.dataset_tasks(dataset_id)
         if payload.get("job_ids") is not None:
             jobs = set(payload["job_ids"])

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import tornado.escape
 import tornado.web
 
-from airflow_provider_iceprod.testing.idp import InvalidAccessToken
+from airflow_provider_iceprod.testing.oauth import InvalidAccessToken
 from airflow_provider_iceprod.testing.states import ApiError
 from airflow_provider_iceprod.testing.store import Caller
 

@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from airflow_provider_iceprod.testing.handlers_base import BaseHandler
-from airflow_provider_iceprod.testing.idp import DEVICE_GRANT, OAuthError
+from airflow_provider_iceprod.testing.oauth import DEVICE_GRANT, OAuthError
 
 GRANT_NAMES = {DEVICE_GRANT: "device_code"}
 

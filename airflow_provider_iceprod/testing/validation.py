@@ -150,23 +150,19 @@ def check_config_for_put(config: Any) -> None:
 
 def check_config_for_submit(config_text: Any) -> str:
     """``POST /actions/submit``: the version forced to 3.2, filled and validated, as queued JSON."""
-    try:
-        config = json.loads(config_text)
-        config["version"] = 3.2
-        check_config(config)
-    except ConfigValidationError as exc:
-        raise ApiError(400, str(exc)) from None
-    except Exception:
-        raise ApiError(400, "config is not valid") from None
-    import tornado.escape
-
-    return tornado.escape.json_encode(config)
+    return _checked_json(config_text, version=3.2)
 
 
 def check_config_for_edit(config_text: Any) -> str:
     """``/actions/edit_config``: filled and validated with the config's own version (3.1 without)."""
+    return _checked_json(config_text)
+
+
+def _checked_json(config_text: Any, version: float | None = None) -> str:
     try:
         config = json.loads(config_text)
+        if version is not None:
+            config["version"] = version
         check_config(config)
     except ConfigValidationError as exc:
         raise ApiError(400, str(exc)) from None

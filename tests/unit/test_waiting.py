@@ -16,19 +16,14 @@ from airflow_provider_iceprod.exceptions import (
 from airflow_provider_iceprod.hooks.iceprod import IceProdHook
 from airflow_provider_iceprod.models import DatasetProgress
 from airflow_provider_iceprod.testing import LocalIceProd
+from airflow_provider_iceprod.wait_events import error_event, event_result, make_event, timeout_event
 from airflow_provider_iceprod.wait_loop import wait_for_dataset
+from airflow_provider_iceprod.wait_progress import HEARTBEAT_SECONDS, describe_progress, progress_line
 from airflow_provider_iceprod.waiting import (
-    HEARTBEAT_SECONDS,
     WaitOptions,
     WaitState,
-    describe_progress,
-    error_event,
     evaluate,
-    event_result,
-    make_event,
-    progress_line,
     status_ends_wait,
-    timeout_event,
     with_failed_task_names,
 )
 

@@ -11,7 +11,8 @@ import time
 import pytest
 from auth_helpers import FAST_RETRY, StaticServer, closed_port_url
 
-from airflow_provider_iceprod.auth.oidc import OIDCClient, pkce_pair
+from airflow_provider_iceprod.auth.device import pkce_pair
+from airflow_provider_iceprod.auth.oidc import OIDCClient
 from airflow_provider_iceprod.exceptions import IceProdAuthError, IceProdConfigError, IceProdTransientError
 from airflow_provider_iceprod.retry import RetrySettings
 from airflow_provider_iceprod.testing import LocalIceProd

@@ -20,8 +20,9 @@ from airflow_provider_iceprod.exceptions import (
 )
 from airflow_provider_iceprod.sensors.dataset import IceProdDatasetSensor
 from airflow_provider_iceprod.triggers.dataset import IceProdDatasetTrigger
+from airflow_provider_iceprod.wait_events import make_event
 from airflow_provider_iceprod.wait_loop import wait_for_dataset
-from airflow_provider_iceprod.waiting import WaitOptions, make_event
+from airflow_provider_iceprod.waiting import WaitOptions
 
 
 def sensor(dataset, **kwargs) -> IceProdDatasetSensor:
