@@ -28,6 +28,7 @@ from airflow_provider_iceprod.exceptions import (
 )
 from airflow_provider_iceprod.hook_params import check_hook_params, plain_hook_params
 from airflow_provider_iceprod.version_compat import AIRFLOW_V_3_3_PLUS
+from airflow_provider_iceprod.wait_loop import COUNTS_FINAL
 from airflow_provider_iceprod.waiting import (
     WaitOptions,
     WaitState,
@@ -71,7 +72,9 @@ class IceProdDatasetTrigger(BaseTrigger):
 
     Events (``TriggerEvent.payload``): ``{"status": "success"|"failed"|"timeout"|"error",
     "dataset_id", "outcome", "message", "progress"}`` (``progress`` is
-    ``DatasetProgress.as_dict()`` or ``None``; error events add ``error_type``).
+    ``DatasetProgress.as_dict()`` or ``None``; error events add ``error_type``). A final event whose
+    counts were not fetched in its interval has ``"counts_final": False``: ``execute_complete``
+    fetches them (:func:`airflow_provider_iceprod.wait_loop.complete_counts`).
     """
 
     def __init__(
@@ -173,7 +176,12 @@ class IceProdDatasetTrigger(BaseTrigger):
                         )
                     except Exception as exc:  # the names are a courtesy; the stall stands
                         self.log.warning("Could not fetch failed task names: %s", exc)
-                return verdict_event(verdict, progress)
+                event = verdict_event(verdict, progress)
+                if not (update.tasks_fresh and update.jobs_fresh):
+                    # the poller sends no request per finishing dataset: execute_complete (in the
+                    # worker) fetches the final counts (wait_loop.complete_counts)
+                    event[COUNTS_FINAL] = False
+                return event
         finally:
             poller.unsubscribe(sub)
 

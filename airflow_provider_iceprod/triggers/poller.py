@@ -17,15 +17,20 @@ registers a *feed* that receives the same list answer. Each poll interval the po
    check) in the same interval;
    Feeds get this complete list too, on their first interval, after a dataset left the active
    list (it completed), and every :data:`RECONCILE_EVERY` intervals;
-4. for a dataset whose status ends a wait (``complete``, ``errors``, a target state, ...) fetches
-   its final job and task counts once, a few at a time, so the final event carries them.
+4. for a dataset whose status ends a wait (``complete``, ``errors``, a target state, ...) wakes
+   its waiters at once with the listed row and the last known counts (``Update.final``). The
+   triggerer sends no request per finishing dataset: the trigger's event says its counts are not
+   final, and the task's ``execute_complete`` (in a worker) fetches them
+   (:func:`airflow_provider_iceprod.wait_loop.complete_counts`), so a thousand datasets finishing
+   together cost the one list call that saw them finish.
 
 A waiter is woken only by news: fresh counts, a changed list row, the end of its wait or an
 error, so a thousand idle waits cost a handful of wake-ups per interval, not a thousand; and a
 tick yields to the event loop every :data:`YIELD_EVERY` rows.
 
 Steady state therefore costs ``1 + count_budget`` requests per interval (5 by default) whatever
-the number of waits; finishing costs two more requests per dataset, once. The trade-off: with
+the number of waits; finishing costs one ``status=complete`` list per interval while datasets
+finish, whatever their number. The trade-off: with
 ``N`` running datasets, each gets fresh task counts every ``ceil(N / count_budget)`` intervals,
 so a stall is detected after about ``stall_polls * ceil(N / count_budget)`` intervals instead of
 ``stall_polls``. Status changes (complete, errors, suspended) are seen every interval.
@@ -75,7 +80,7 @@ ACTIVE_STATUSES = ("processing", "suspended", "errors")
 DEFAULT_COUNT_BUDGET = 4
 #: Rows handled between two yields to the event loop.
 YIELD_EVERY = 100
-#: Concurrent requests for final counts of finishing datasets.
+#: Concurrent per-dataset requests (watchers' final counts, failed task names, unlisted datasets).
 FINISH_CONCURRENCY = 4
 #: Feeds (event watchers) also get the ``status=complete`` list at least every this many ticks, for
 #: datasets created and completed between two lists (IceProd's crons make that rare).
@@ -89,13 +94,15 @@ class Update:
     """What a subscriber gets each interval: a progress view, or the error that prevented one.
 
     ``tasks_fresh``/``jobs_fresh``: whether the task/job counts in ``progress`` were fetched this
-    interval (otherwise they are the last known ones, or empty).
+    interval (otherwise they are the last known ones, or empty). ``final``: the listed status ends
+    a wait (the poller fetched no final counts; the worker's ``execute_complete`` does).
     """
 
     progress: DatasetProgress | None = None
     tasks_fresh: bool = False
     jobs_fresh: bool = False
     error: BaseException | None = None
+    final: bool = False  # the listed status ends a wait; the counts are the last known ones
 
 
 @dataclass(eq=False)
@@ -149,7 +156,7 @@ class _Tracked:
     job_counts: dict[str, int] = field(default_factory=dict)
     task_counts: dict[str, int] = field(default_factory=dict)
     counts_at: float = 0.0  # monotonic time of the last task-count refresh (0 = never)
-    finished_status: str | None = None  # the status whose final counts were fetched
+    finished_status: str | None = None  # the wait-ending status already delivered
     # derived from the subscriptions (kept up to date by the poller, so a tick does no per-sub work)
     ending: frozenset[str] = frozenset()  # statuses that end at least one subscriber's wait
     interval: float = 60.0  # the shortest poll interval of its subscribers
@@ -181,7 +188,6 @@ class DatasetPoller:
         self._tracked: dict[str, _Tracked] = {}
         self._task: asyncio.Task[None] | None = None
         self._finish_sem = asyncio.Semaphore(FINISH_CONCURRENCY)
-        self._finishing: dict[str, asyncio.Task[None]] = {}  # final-count fetches in flight
         self._users: list[str] | None = None  # cached ``users`` filter (None: recompute)
         self._interval = float("inf")  # the shortest poll interval of all subscribers
         #: Requests sent, by kind (list, list_complete, get, task_counts, job_counts, by_name).
@@ -193,7 +199,8 @@ class DatasetPoller:
     def subscribe(self, dataset_id: str, options: WaitOptions) -> Subscription:
         sub = Subscription(dataset_id, options)
         self._subs.setdefault(dataset_id, []).append(sub)
-        self._tracked.setdefault(dataset_id, _Tracked())
+        tracked = self._tracked.setdefault(dataset_id, _Tracked())
+        tracked.finished_status = None  # a new waiter of a finished dataset hears about it too
         self._subscriptions_changed(dataset_id)
         self._start()
         return sub
@@ -258,7 +265,7 @@ class DatasetPoller:
         task, self._task = self._task, None
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
-        for finishing in [*self._finishing.values(), *self._final.values()]:
+        for finishing in self._final.values():
             finishing.cancel()
 
     # --------------------------------------------------------------------------------------- hook
@@ -339,6 +346,7 @@ class DatasetPoller:
         now = time.monotonic()
         running: list[tuple[float, str]] = []
         changed: list[str] = []
+        ending: list[str] = []
         tracked_by_id = self._tracked
         for n, (dataset_id, row) in enumerate(rows.items(), 1):
             if n % YIELD_EVERY == 0:
@@ -351,32 +359,30 @@ class DatasetPoller:
             if news:
                 tracked.row = row  # an unchanged row keeps the old dict: the new one dies young (less GC)
             status = row.get("status")
-            if status in tracked.ending and status != tracked.finished_status:
-                self._start_finish(hook, dataset_id)
-            elif not tracked.counts_at or now - tracked.counts_at >= tracked.interval * 0.95:
-                running.append((tracked.counts_at, dataset_id))
+            if status in tracked.ending:
+                if status != tracked.finished_status:
+                    tracked.finished_status = str(status)
+                    ending.append(dataset_id)
+            else:
+                tracked.finished_status = None
+                if not tracked.counts_at or now - tracked.counts_at >= tracked.interval * 0.95:
+                    running.append((tracked.counts_at, dataset_id))
             if news and previous is not None:
                 changed.append(dataset_id)
         running.sort()
         refresh = [dataset_id for _, dataset_id in running[: self.count_budget]]
         # Only news wakes a waiter: fresh counts, a changed row, or the end. A thousand idle waits
         # therefore cost a handful of wake-ups per interval, not a thousand.
-        busy = set(refresh) | set(self._finishing)
+        # A status that ends a wait is delivered at once, with the last known counts: the list
+        # that saw it is all the triggerer asks for (the worker's execute_complete fetches the
+        # final counts), so a burst of completions costs no request per dataset here.
+        for dataset_id in ending:
+            self._deliver(dataset_id, False, False, final=True)
+        busy = set(refresh) | set(ending)
         for dataset_id in changed:
             if dataset_id not in busy:
                 self._deliver(dataset_id, False, False)
         await asyncio.gather(*(self._refresh(hook, d, now) for d in refresh))
-
-    def _start_finish(self, hook: IceProdHook, dataset_id: str) -> None:
-        """Fetch a finishing dataset's final counts in the background (the tick does not wait)."""
-        if dataset_id in self._finishing:
-            return
-        task = self._loop.create_task(self._finish(hook, dataset_id))
-        self._finishing[dataset_id] = task
-        task.add_done_callback(functools.partial(self._finished, dataset_id))
-
-    def _finished(self, dataset_id: str, _task: asyncio.Task[None]) -> None:
-        self._finishing.pop(dataset_id, None)
 
     def _users_filter(self, ids: set[str]) -> list[str] | None:
         """The owners of the waited datasets (cached until the subscriptions change)."""
@@ -474,36 +480,15 @@ class DatasetPoller:
             log.warning("IceProd poller: counts for dataset %s failed: %s", dataset_id, exc)
         self._deliver(dataset_id, tasks_fresh, jobs_fresh)
 
-    async def _finish(self, hook: IceProdHook, dataset_id: str) -> None:
-        """Final job and task counts for a dataset whose status ends a wait (once per status)."""
-        tracked = self._tracked.get(dataset_id)
-        if tracked is None:
-            return
-        fresh = False
-        try:
-            async with self._finish_sem:
-                self._count("job_counts")
-                self._count("task_counts")
-                jobs, tasks = await asyncio.gather(
-                    hook.ajob_counts(dataset_id), hook.atask_counts(dataset_id)
-                )
-            tracked.job_counts, tracked.task_counts = dict(jobs), dict(tasks)
-            fresh = True
-        except IceProdError as exc:  # the status alone decides; the event carries the last counts
-            log.warning("IceProd poller: final counts for dataset %s failed: %s", dataset_id, exc)
-        if tracked.row is not None:
-            tracked.finished_status = str(tracked.row.get("status", ""))
-        self._deliver(dataset_id, fresh, fresh)
-
     # ---------------------------------------------------------------------------------- delivery
 
-    def _deliver(self, dataset_id: str, tasks_fresh: bool, jobs_fresh: bool) -> None:
+    def _deliver(self, dataset_id: str, tasks_fresh: bool, jobs_fresh: bool, *, final: bool = False) -> None:
         tracked = self._tracked.get(dataset_id)
         if tracked is None or tracked.row is None:
             return
         progress = progress_from_row(tracked.row, tracked.job_counts, tracked.task_counts)
         for sub in self._subs.get(dataset_id, []):
-            sub.queue.put_nowait(Update(progress, tasks_fresh, jobs_fresh))
+            sub.queue.put_nowait(Update(progress, tasks_fresh, jobs_fresh, final=final))
 
     def _deliver_feeds(self, listing: Listing) -> None:
         for feed in self._feeds:
