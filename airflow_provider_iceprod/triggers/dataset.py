@@ -136,7 +136,7 @@ class IceProdDatasetTrigger(BaseTrigger):
         from airflow_provider_iceprod.triggers.poller import get_poller
 
         poller = get_poller(self.iceprod_conn_id, hook_params=self.hook_params)
-        sub = poller.subscribe(self.dataset_id, self.options)
+        sub = await poller.asubscribe(self.dataset_id, self.options)  # a burst subscribes in batches
         last_progress = None
         try:
             while True:
