@@ -144,7 +144,10 @@ class IceProdDatasetTrigger(BaseTrigger):
                 if remaining is not None and remaining <= 0:
                     return timeout_event(self.dataset_id, self.deadline or 0.0, last_progress)
                 try:
-                    update = await asyncio.wait_for(sub.get(), remaining)
+                    # not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that arrives
+                    # with an update (the trigger would outlive its cancel), and it costs a task
+                    async with asyncio.timeout(remaining):
+                        update = await sub.get()
                 except TimeoutError:
                     return timeout_event(self.dataset_id, self.deadline or 0.0, last_progress)
                 if update.error is not None:

@@ -13,6 +13,7 @@ from wait_helpers import NOT_A_DATASET, ONE_TASK, TWO_TASKS, hook, wait_for_stat
 from airflow_provider_iceprod.exceptions import IceProdConfigError
 from airflow_provider_iceprod.triggers.dataset import IceProdDatasetTrigger
 from airflow_provider_iceprod.triggers.poller import active_pollers
+from airflow_provider_iceprod.triggers.tracking import Update
 from airflow_provider_iceprod.wait_loop import complete_counts
 
 FAST = {"poll_interval": 0.1}
@@ -309,3 +310,19 @@ async def test_on_kill_leaves_finished_datasets_alone_and_never_raises(ip, monke
         "AIRFLOW_CONN_ICEPROD_DEFAULT", '{"conn_type": "iceprod", "host": "http://127.0.0.1:9"}'
     )
     await trigger(done, cancel_on_kill=True).on_kill()
+
+
+async def test_a_cancel_that_arrives_with_an_update_ends_the_trigger(ip, slow):
+    """Python 3.11's ``asyncio.wait_for`` could swallow such a cancel: the wait then never ended."""
+    dataset_id = slow()
+    for _ in range(20):
+        task = asyncio.create_task(events(trigger(dataset_id, wait_options={"poll_interval": 60})))
+        while not active_pollers() or not active_pollers()[0].subscribers:
+            await asyncio.sleep(0.01)
+        (poller,) = active_pollers()
+        await asyncio.sleep(0)
+        for sub in poller._subs[dataset_id]:
+            sub.queue.put_nowait(Update())  # an update in the same pass as the cancel
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
