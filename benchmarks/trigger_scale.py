@@ -163,7 +163,10 @@ async def _child_main(
     base = tracemalloc.get_traced_memory()[0] if memory else 0
     wait = _coalesced_wait if variant == "coalesced" else _naive_wait
     started = loop.time()
-    tasks = [loop.create_task(wait(d, interval)) for d in ids]
+    tasks = []
+    for dataset_id in ids:  # as Airflow's TriggerRunner.create_triggers: one trigger per loop pass
+        tasks.append(loop.create_task(wait(dataset_id, interval)))
+        await asyncio.sleep(0)
 
     async def next_tick() -> None:
         """Coalesced: the moment a poller tick ends; naive: just the next interval boundary."""

@@ -131,12 +131,15 @@ class IceProdDatasetTrigger(BaseTrigger):
         yield TriggerEvent(event)
 
     async def _wait(self) -> dict[str, Any]:
+        from airflow_provider_iceprod.triggers.admission import admit
+
+        await admit()  # a burst of new waits starts a batch per pass of the event loop
         await _import_hook()
         check_hook_params(self.hook_params)  # no I/O once the hook module is loaded
         from airflow_provider_iceprod.triggers.poller import get_poller
 
         poller = get_poller(self.iceprod_conn_id, hook_params=self.hook_params)
-        sub = await poller.asubscribe(self.dataset_id, self.options)  # a burst subscribes in batches
+        sub = poller.subscribe(self.dataset_id, self.options)
         last_progress = None
         try:
             while True:

@@ -28,7 +28,8 @@ A waiter is woken only by news: fresh counts, a changed list row, the end of its
 error, so a thousand idle waits cost a handful of wake-ups per interval, not a thousand; and a
 tick yields to the event loop every :data:`YIELD_EVERY` rows. A burst of new waits subscribes in
 batches of :data:`~airflow_provider_iceprod.triggers.admission.BATCH` per pass of the event loop
-(:meth:`DatasetPoller.asubscribe`), so starting a thousand waits does not block the loop either.
+(the trigger passes :func:`~airflow_provider_iceprod.triggers.admission.admit` first), so starting
+a thousand waits does not block the loop either.
 
 The feeds' bookkeeping is in :mod:`~airflow_provider_iceprod.triggers.feeds`, the records the
 poller keeps and hands out in :mod:`~airflow_provider_iceprod.triggers.tracking`.
@@ -58,7 +59,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_iceprod.exceptions import IceProdError
 from airflow_provider_iceprod.models import DATASET_STATUSES
-from airflow_provider_iceprod.triggers.admission import admit
 from airflow_provider_iceprod.triggers.feeds import Feed, FeedSet, Listing
 from airflow_provider_iceprod.triggers.tracking import (
     LIST_KEYS,
@@ -118,11 +118,6 @@ class DatasetPoller:
         self.ticks = 0
 
     # ------------------------------------------------------------------------------ subscriptions
-
-    async def asubscribe(self, dataset_id: str, options: WaitOptions) -> Subscription:
-        """:meth:`subscribe` through the loop's admission gate: a burst subscribes in batches."""
-        await admit()
-        return self.subscribe(dataset_id, options)
 
     def subscribe(self, dataset_id: str, options: WaitOptions) -> Subscription:
         sub = Subscription(dataset_id, options)
