@@ -62,6 +62,7 @@ from airflow_provider_iceprod.models import DATASET_STATUSES
 from airflow_provider_iceprod.triggers.feeds import Feed, FeedSet, Listing
 from airflow_provider_iceprod.triggers.tracking import (
     LIST_KEYS,
+    WAIT_KEYS,
     Subscription,
     Tracked,
     Update,
@@ -325,19 +326,18 @@ class DatasetPoller:
     async def _list(self, hook: IceProdHook, ids: set[str]) -> dict[str, dict[str, Any]] | None:
         users = self._users_filter(ids)
         groups = self._feeds.groups_filter(bool(ids))
+        keys = list(LIST_KEYS if self._feeds else WAIT_KEYS)  # the smallest answer that serves all
         done: dict[str, dict[str, Any]] | None = None
         try:
             self._count("list")
             listed = await hook.alist_datasets(
-                status=list(ACTIVE_STATUSES), users=users, groups=groups, keys=list(LIST_KEYS)
+                status=list(ACTIVE_STATUSES), users=users, groups=groups, keys=keys
             )
             rows = {d: listed[d] for d in ids if d in listed}
             missing = ids - set(rows)
             if missing or self._feeds.want_complete(listed):
                 self._count("list_complete")
-                done = await hook.alist_datasets(
-                    status=["complete"], users=users, groups=groups, keys=list(LIST_KEYS)
-                )
+                done = await hook.alist_datasets(status=["complete"], users=users, groups=groups, keys=keys)
                 rows.update({d: done[d] for d in missing if d in done})
         except Exception as exc:
             self._deliver_error(ids, exc)
