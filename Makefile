@@ -92,6 +92,7 @@ bench: install
 	for b in import_cost standin_throughput hook_throughput token_grants trigger_scale event_watchers; do \
 	  PATH="$(BIN):$$PATH" $(BIN)/python benchmarks/$$b.py --write docs/performance.md || exit 1; \
 	done
+	PATH="$(BIN):$$PATH" $(BIN)/python benchmarks/trigger_scale.py --datasets 10000 --coalesced-only --write docs/performance.md
 
 clean:
 	rm -rf $(VENV) $(VENV32) $(CURDIR)/.fidelity-venv $(CURDIR)/.airflow site .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -134,6 +134,12 @@ async def _async_slot(base_url: str, service: str) -> tuple[httpx.AsyncClient, a
     """
     loop = asyncio.get_running_loop()
     key = (os.getpid(), _origin(base_url))
+    known = _loop_clients.get(loop)
+    if known is not None:  # the common case, without the lock: this loop's client and gate exist
+        client = known.clients.get(key)
+        gate = known.gates.get((*key, service))
+        if client is not None and gate is not None and not client.is_closed:
+            return client, gate
     closer = None
     with _clients_lock:
         clients = _loop_clients.get(loop)
@@ -232,9 +238,21 @@ class Transport:
         client = shared_client(self._url(path))
         request = self._build(client, method, path, params, json, form)
         idempotent = self._idempotent(request, idempotent)
+        try:  # the first attempt needs no retry machinery (most calls end here)
+            return self._send(client, request, idempotent)
+        except IceProdError as exc:
+            first: IceProdError | None = exc
+
+        def attempt() -> Any:  # attempt 1 is the failure above: the policy decides from it
+            nonlocal first
+            if first is not None:
+                failed, first = first, None
+                raise failed
+            return self._send(client, request, idempotent)
+
         policy = retrying(self.retry, self.service)
         try:
-            return policy(self._send, client, request, idempotent)
+            return policy(attempt)
         except IceProdError as exc:
             mark_final(exc, int(policy.statistics.get("attempt_number", 1)))
             raise
@@ -253,9 +271,21 @@ class Transport:
         client, gate = await _async_slot(self._url(path), self.service)
         request = self._build(client, method, path, params, json, form)
         idempotent = self._idempotent(request, idempotent)
+        try:  # the first attempt needs no retry machinery (most calls end here)
+            return await self._asend(client, gate, request, idempotent)
+        except IceProdError as exc:
+            first: IceProdError | None = exc
+
+        async def attempt() -> Any:  # attempt 1 is the failure above: the policy decides from it
+            nonlocal first
+            if first is not None:
+                failed, first = first, None
+                raise failed
+            return await self._asend(client, gate, request, idempotent)
+
         policy = aretrying(self.retry, self.service)
         try:
-            return await policy(self._asend, client, gate, request, idempotent)
+            return await policy(attempt)
         except IceProdError as exc:
             mark_final(exc, int(policy.statistics.get("attempt_number", 1)))
             raise

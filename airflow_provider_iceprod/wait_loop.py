@@ -7,16 +7,19 @@ this module only polls through the hook and sleeps. See ``docs/waiting.md``.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_iceprod.exceptions import (
+    IceProdError,
     IceProdNotFoundError,
     IceProdPermissionError,
     IceProdTransientError,
 )
 from airflow_provider_iceprod.failure_logs import FAILED_OUTCOMES, log_failed_task_logs
+from airflow_provider_iceprod.models import DatasetProgress
 from airflow_provider_iceprod.wait_events import event_result, not_visible_error, timeout_event, verdict_event
 from airflow_provider_iceprod.wait_progress import progress_line
 from airflow_provider_iceprod.waiting import (
@@ -31,7 +34,10 @@ from airflow_provider_iceprod.waiting import (
 
 if TYPE_CHECKING:
     from airflow_provider_iceprod.hooks.iceprod import IceProdHook
-    from airflow_provider_iceprod.models import DatasetProgress
+
+log = logging.getLogger(__name__)
+#: Event key set by the trigger when its progress carries the last known counts, not final ones.
+COUNTS_FINAL = "counts_final"
 
 
 def poll_once(
@@ -115,3 +121,44 @@ def wait_for_dataset(
         interval = outage_pause(options.poll_interval, state.error_count)
         pause = interval if deadline is None else min(interval, deadline - now)
         sleep(max(pause, 0.0))
+
+
+def complete_counts(hook: IceProdHook, event: object) -> object:
+    """Fill in the final job and task counts of a trigger event that came without them.
+
+    The shared poller ends a wait from the list call that saw the status change and sends no
+    request per finishing dataset; its event has ``"counts_final": False`` and the last known
+    counts. ``execute_complete`` (in the worker) calls this first: two requests (job and task
+    counts), and for an ``errors`` failure the message is rebuilt with the final counts. Anything
+    else (``None``, other events) is returned unchanged. If IceProd cannot answer (after the
+    hook's retries), the event keeps its last known counts and ``counts_final`` stays ``False``.
+    """
+    if not isinstance(event, Mapping) or event.get(COUNTS_FINAL) is not False:
+        return event
+    progress = event.get("progress")
+    if not isinstance(progress, Mapping) or not progress.get("dataset_id"):
+        return event
+    dataset_id = str(progress["dataset_id"])
+    try:
+        jobs = hook.job_counts(dataset_id)
+        tasks = hook.task_counts(dataset_id)
+    except IceProdError as exc:
+        log.warning("Final counts of IceProd dataset %s failed; keeping the last known: %s", dataset_id, exc)
+        return event
+    done = {k: v for k, v in event.items() if k != COUNTS_FINAL}
+    done["progress"] = {**progress, "job_counts": dict(jobs), "task_counts": dict(tasks)}
+    if event.get("outcome") == "errors":  # its message quotes the counts
+        final = DatasetProgress(
+            dataset_id=dataset_id,
+            dataset=int(progress.get("dataset") or 0),
+            status=str(progress.get("status") or ""),
+            truncated=bool(progress.get("truncated", False)),
+            jobs_submitted=int(progress.get("jobs_submitted") or 0),
+            tasks_submitted=int(progress.get("tasks_submitted") or 0),
+            job_counts=dict(jobs),
+            task_counts=dict(tasks),
+        )
+        verdict = evaluate(final, WaitOptions(), WaitState(), time.time())
+        if verdict.outcome == "errors":
+            done["message"] = verdict.message
+    return done

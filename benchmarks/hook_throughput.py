@@ -197,6 +197,7 @@ def measure(calls: int, rounds: int) -> dict[str, Any]:
 
 
 def report(result: dict[str, Any]) -> str:
+    load = os.getloadavg()
     lines = [
         f"`get_dataset` against the stand-in (separate process on its own CPU, 127.0.0.1; client: "
         f"{result['client_cpu']}), {result['calls']} calls per "
@@ -222,9 +223,15 @@ def report(result: dict[str, Any]) -> str:
         "Target (ratio >= 0.90) met: "
         + ", ".join(f"{mode} {'yes' if ratio >= 0.9 else 'no'}" for mode, ratio in result["ratios"].items())
         + ". The async form uses one `httpx.AsyncClient` per event loop (calls can be cancelled and hold "
-        "no thread); httpx's async stack costs more client CPU per request than `requests` in "
-        "rest-tools' 8-thread pool, which is what the async row measures. Async code that needs the "
-        "last bit of throughput can call the sync hook through `asyncio.to_thread` (third row).",
+        "no thread). Its first attempt skips the retry machinery and finds the loop's client without a "
+        "lock; what is left of the gap is not client CPU (see the last column: the client core is mostly "
+        "idle in the async row) but latency: with 8 requests in flight, each async request takes about "
+        "twice as long as one in rest-tools' thread pool, inside httpcore's async connection pool and "
+        "anyio. Async code that needs the last bit of throughput can call the sync hook through "
+        "`asyncio.to_thread` (third row); making that the async path for every caller would give up "
+        "cancellation and hold a thread per call, so it is left for a decision.",
+        f"Machine load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+        "(2 cores, shared with other test runs; the ratios compare clients measured in alternating rounds).",
     ]
     return "\n".join(lines)
 

@@ -433,9 +433,10 @@ class IceProdSubmitDatasetOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger fired: raise on failure events, return the dataset id."""
+        from airflow_provider_iceprod.wait_loop import complete_counts
         from airflow_provider_iceprod.waiting import event_result
 
-        return self._finish(context, event_result(event))
+        return self._finish(context, event_result(complete_counts(self.hook, event)))
 
     def _finish(self, context: Context, event: dict[str, Any]) -> str:
         dataset_id = str(event["dataset_id"])

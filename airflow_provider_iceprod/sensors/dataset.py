@@ -26,7 +26,7 @@ from airflow_provider_iceprod.exceptions import (
 )
 from airflow_provider_iceprod.failure_logs import FAILED_OUTCOMES, log_failed_task_logs
 from airflow_provider_iceprod.hook_params import check_hook_params
-from airflow_provider_iceprod.wait_loop import count_transient_error, poll_once
+from airflow_provider_iceprod.wait_loop import complete_counts, count_transient_error, poll_once
 from airflow_provider_iceprod.waiting import (
     Verdict,
     WaitOptions,
@@ -242,7 +242,7 @@ class IceProdDatasetSensor(BaseSensorOperator):
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Resume after the trigger: return the success event, raise for anything else."""
         try:
-            result = event_result(event)
+            result = event_result(complete_counts(self.hook, event))
         except IceProdDatasetFailedError as exc:
             dataset_id = exc.dataset_id or ""
             try:

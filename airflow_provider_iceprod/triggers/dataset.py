@@ -29,6 +29,7 @@ from airflow_provider_iceprod.exceptions import (
 from airflow_provider_iceprod.failure_logs import FAILED_OUTCOMES, alog_failed_task_logs
 from airflow_provider_iceprod.hook_params import check_hook_params, plain_hook_params
 from airflow_provider_iceprod.version_compat import AIRFLOW_V_3_3_PLUS
+from airflow_provider_iceprod.wait_loop import COUNTS_FINAL
 from airflow_provider_iceprod.waiting import (
     WaitOptions,
     WaitState,
@@ -74,7 +75,9 @@ class IceProdDatasetTrigger(BaseTrigger):
 
     Events (``TriggerEvent.payload``): ``{"status": "success"|"failed"|"timeout"|"error",
     "dataset_id", "outcome", "message", "progress"}`` (``progress`` is
-    ``DatasetProgress.as_dict()`` or ``None``; error events add ``error_type``).
+    ``DatasetProgress.as_dict()`` or ``None``; error events add ``error_type``). A final event whose
+    counts were not fetched in its interval has ``"counts_final": False``: ``execute_complete``
+    fetches them (:func:`airflow_provider_iceprod.wait_loop.complete_counts`).
     """
 
     def __init__(
@@ -131,6 +134,9 @@ class IceProdDatasetTrigger(BaseTrigger):
         yield TriggerEvent(event)
 
     async def _wait(self) -> dict[str, Any]:
+        from airflow_provider_iceprod.triggers.admission import admit
+
+        await admit()  # a burst of new waits starts a batch per pass of the event loop
         await _import_hook()
         check_hook_params(self.hook_params)  # no I/O once the hook module is loaded
         from airflow_provider_iceprod.triggers.poller import get_poller
@@ -144,7 +150,10 @@ class IceProdDatasetTrigger(BaseTrigger):
                 if remaining is not None and remaining <= 0:
                     return timeout_event(self.dataset_id, self.deadline or 0.0, last_progress)
                 try:
-                    update = await asyncio.wait_for(sub.get(), remaining)
+                    # not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that arrives
+                    # with an update (the trigger would outlive its cancel), and it costs a task
+                    async with asyncio.timeout(remaining):
+                        update = await sub.get()
                 except TimeoutError:
                     return timeout_event(self.dataset_id, self.deadline or 0.0, last_progress)
                 if update.error is not None:
@@ -179,7 +188,12 @@ class IceProdDatasetTrigger(BaseTrigger):
                         self.log.warning("Could not fetch failed task names: %s", exc)
                 if verdict.outcome in FAILED_OUTCOMES:
                     await alog_failed_task_logs(poller.hook, self.dataset_id, self.log)
-                return verdict_event(verdict, progress)
+                event = verdict_event(verdict, progress)
+                if not (update.tasks_fresh and update.jobs_fresh):
+                    # the poller sends no request per finishing dataset: execute_complete (in the
+                    # worker) fetches the final counts (wait_loop.complete_counts)
+                    event[COUNTS_FINAL] = False
+                return event
         finally:
             poller.unsubscribe(sub)
 

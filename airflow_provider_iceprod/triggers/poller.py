@@ -16,16 +16,27 @@ registers a *feed* that receives the same list answer. Each poll interval the po
    whose tasks are all complete also gets ``job_counts/status`` (the cron-independent success
    check) in the same interval;
    Feeds get this complete list too, on their first interval, after a dataset left the active
-   list (it completed), and every :data:`RECONCILE_EVERY` intervals;
-4. for a dataset whose status ends a wait (``complete``, ``errors``, a target state, ...) fetches
-   its final job and task counts once, a few at a time, so the final event carries them.
+   list (it completed), and every :data:`~airflow_provider_iceprod.triggers.feeds.RECONCILE_EVERY` intervals;
+4. for a dataset whose status ends a wait (``complete``, ``errors``, a target state, ...) wakes
+   its waiters at once with the listed row and the last known counts (``Update.final``). The
+   triggerer sends no request per finishing dataset: the trigger's event says its counts are not
+   final, and the task's ``execute_complete`` (in a worker) fetches them
+   (:func:`airflow_provider_iceprod.wait_loop.complete_counts`), so a thousand datasets finishing
+   together cost the one list call that saw them finish.
 
 A waiter is woken only by news: fresh counts, a changed list row, the end of its wait or an
 error, so a thousand idle waits cost a handful of wake-ups per interval, not a thousand; and a
-tick yields to the event loop every :data:`YIELD_EVERY` rows.
+tick yields to the event loop every :data:`YIELD_EVERY` rows. A burst of new waits subscribes in
+batches of :data:`~airflow_provider_iceprod.triggers.admission.BATCH` per pass of the event loop
+(the trigger passes :func:`~airflow_provider_iceprod.triggers.admission.admit` first), so starting
+a thousand waits does not block the loop either.
+
+The feeds' bookkeeping is in :mod:`~airflow_provider_iceprod.triggers.feeds`, the records the
+poller keeps and hands out in :mod:`~airflow_provider_iceprod.triggers.tracking`.
 
 Steady state therefore costs ``1 + count_budget`` requests per interval (5 by default) whatever
-the number of waits; finishing costs two more requests per dataset, once. The trade-off: with
+the number of waits; finishing costs one ``status=complete`` list per interval while datasets
+finish, whatever their number. The trade-off: with
 ``N`` running datasets, each gets fresh task counts every ``ceil(N / count_budget)`` intervals,
 so a stall is detected after about ``stall_polls * ceil(N / count_budget)`` intervals instead of
 ``stall_polls``. Status changes (complete, errors, suspended) are seen every interval.
@@ -43,12 +54,21 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_iceprod.exceptions import IceProdError
-from airflow_provider_iceprod.models import DATASET_STATUSES, DatasetProgress
+from airflow_provider_iceprod.models import DATASET_STATUSES
+from airflow_provider_iceprod.triggers.feeds import Feed, FeedSet, Listing
+from airflow_provider_iceprod.triggers.tracking import (
+    LIST_KEYS,
+    WAIT_KEYS,
+    Subscription,
+    Tracked,
+    Update,
+    progress_from_row,
+    tasks_all_complete,
+)
 from airflow_provider_iceprod.waiting import WaitOptions, outage_pause, status_ends_wait
 
 if TYPE_CHECKING:
@@ -56,103 +76,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Projection of the shared list request (IceProd always adds the id field).
-LIST_KEYS = (
-    "dataset_id",
-    "dataset",
-    "status",
-    "truncated",
-    "jobs_submitted",
-    "tasks_submitted",
-    "username",
-    "group",
-    "description",
-    "start_date",
-)
 #: Statuses listed every interval; ``complete`` is asked for only when a dataset went missing.
 ACTIVE_STATUSES = ("processing", "suspended", "errors")
 #: Count requests (``task_counts``) per interval for running datasets.
 DEFAULT_COUNT_BUDGET = 4
 #: Rows handled between two yields to the event loop.
 YIELD_EVERY = 100
-#: Concurrent requests for final counts of finishing datasets.
+#: Concurrent per-dataset requests (watchers' final counts, failed task names, unlisted datasets).
 FINISH_CONCURRENCY = 4
-#: Feeds (event watchers) also get the ``status=complete`` list at least every this many ticks, for
-#: datasets created and completed between two lists (IceProd's crons make that rare).
-RECONCILE_EVERY = 30
 #: Final counts remembered for event watchers (one fetch per dataset and status, however many watch).
 FINAL_COUNTS_KEPT = 256
-
-
-@dataclass
-class Update:
-    """What a subscriber gets each interval: a progress view, or the error that prevented one.
-
-    ``tasks_fresh``/``jobs_fresh``: whether the task/job counts in ``progress`` were fetched this
-    interval (otherwise they are the last known ones, or empty).
-    """
-
-    progress: DatasetProgress | None = None
-    tasks_fresh: bool = False
-    jobs_fresh: bool = False
-    error: BaseException | None = None
-
-
-@dataclass(eq=False)
-class Subscription:
-    """One wait registered with the poller. Read updates with :meth:`get`."""
-
-    dataset_id: str
-    options: WaitOptions
-    queue: asyncio.Queue[Update] = field(default_factory=asyncio.Queue)
-
-    async def get(self) -> Update:
-        return await self.queue.get()
-
-
-@dataclass
-class Listing:
-    """What a feed gets each interval: the shared list answer, or the error that prevented it.
-
-    ``active``: every listed ``processing|suspended|errors`` row (of the poller's filter, a superset
-    of each feed's); ``complete``: the ``status=complete`` rows when they were listed this interval.
-    """
-
-    active: dict[str, dict[str, Any]] | None = None
-    complete: dict[str, dict[str, Any]] | None = None
-    error: BaseException | None = None
-
-
-@dataclass(eq=False)
-class Feed:
-    """An event watcher registered with the poller (see :meth:`DatasetPoller.watch`).
-
-    ``users``/``groups``: the owners/groups it needs (``None``: any); the shared list is filtered
-    only on a field every subscriber constrains.
-    """
-
-    users: frozenset[str] | None
-    groups: frozenset[str] | None
-    interval: float
-    queue: asyncio.Queue[Listing] = field(default_factory=asyncio.Queue)
-    fresh: bool = True  # gets the complete list on its first tick
-
-    async def get(self) -> Listing:
-        return await self.queue.get()
-
-
-@dataclass
-class _Tracked:
-    """What the poller knows about one dataset (shared by every subscription to it)."""
-
-    row: dict[str, Any] | None = None
-    job_counts: dict[str, int] = field(default_factory=dict)
-    task_counts: dict[str, int] = field(default_factory=dict)
-    counts_at: float = 0.0  # monotonic time of the last task-count refresh (0 = never)
-    finished_status: str | None = None  # the status whose final counts were fetched
-    # derived from the subscriptions (kept up to date by the poller, so a tick does no per-sub work)
-    ending: frozenset[str] = frozenset()  # statuses that end at least one subscriber's wait
-    interval: float = 60.0  # the shortest poll interval of its subscribers
 
 
 class DatasetPoller:
@@ -174,14 +107,11 @@ class DatasetPoller:
         self._loop = loop
         self._hook_params = dict(hook_params or {})
         self._subs: dict[str, list[Subscription]] = {}
-        self._feeds: list[Feed] = []
-        self._listed: set[str] = set()  # ids of the last active list (feeds: who left it?)
-        self._since_complete = 0  # ticks since the last complete list
+        self._feeds = FeedSet()
         self._final: dict[tuple[str, str], asyncio.Task[tuple[dict[str, int], dict[str, int]]]] = {}
-        self._tracked: dict[str, _Tracked] = {}
+        self._tracked: dict[str, Tracked] = {}
         self._task: asyncio.Task[None] | None = None
         self._finish_sem = asyncio.Semaphore(FINISH_CONCURRENCY)
-        self._finishing: dict[str, asyncio.Task[None]] = {}  # final-count fetches in flight
         self._users: list[str] | None = None  # cached ``users`` filter (None: recompute)
         self._interval = float("inf")  # the shortest poll interval of all subscribers
         #: Requests sent, by kind (list, list_complete, get, task_counts, job_counts, by_name).
@@ -194,7 +124,8 @@ class DatasetPoller:
     def subscribe(self, dataset_id: str, options: WaitOptions) -> Subscription:
         sub = Subscription(dataset_id, options)
         self._subs.setdefault(dataset_id, []).append(sub)
-        self._tracked.setdefault(dataset_id, _Tracked())
+        tracked = self._tracked.setdefault(dataset_id, Tracked())
+        tracked.finished_status = None  # a new waiter of a finished dataset hears about it too
         self._subscriptions_changed(dataset_id)
         self._start()
         return sub
@@ -204,7 +135,7 @@ class DatasetPoller:
     ) -> Feed:
         """Register an event watcher: it gets every list answer (:class:`Listing`) of the poller."""
         feed = Feed(users, groups, float(interval))
-        self._feeds.append(feed)
+        self._feeds.add(feed)
         self._users = None
         self._interval = min(self._interval, feed.interval)
         self._start()
@@ -212,8 +143,7 @@ class DatasetPoller:
 
     def unwatch(self, feed: Feed) -> None:
         """Idempotent. The poller stops with its last subscriber or feed."""
-        if feed in self._feeds:
-            self._feeds.remove(feed)
+        if self._feeds.remove(feed):
             self._users = None
         if not self._subs and not self._feeds:
             self._stop()
@@ -259,7 +189,7 @@ class DatasetPoller:
         task, self._task = self._task, None
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
-        for finishing in [*self._finishing.values(), *self._final.values()]:
+        for finishing in self._final.values():
             finishing.cancel()
 
     # --------------------------------------------------------------------------------------- hook
@@ -312,7 +242,7 @@ class DatasetPoller:
             await self.hook.aget_settings()
         except Exception as exc:  # the connection itself is broken: every wait ends with it
             self._deliver_error(set(self._subs), exc)
-            self._deliver_feeds(Listing(error=exc))
+            self._feeds.deliver(Listing(error=exc))
         while self._subs or self._feeds:
             started = time.monotonic()
             try:
@@ -322,9 +252,10 @@ class DatasetPoller:
             except Exception as exc:  # never let one bad answer kill every wait silently
                 log.exception("IceProd poller for %s: poll failed", self.conn_id)
                 self._deliver_error(set(self._subs), exc)
-                self._deliver_feeds(Listing(error=exc))
+                self._feeds.deliver(Listing(error=exc))
             self.ticks += 1
-            intervals = [t.interval for t in self._tracked.values()] + [f.interval for f in self._feeds]
+            intervals = [t.interval for t in self._tracked.values()]
+            intervals += [f.interval for f in self._feeds.feeds]
             self._interval = min(intervals, default=60.0)
             elapsed = time.monotonic() - started
             # An outage (the list call keeps failing): back off, one poll for every wait at a time.
@@ -342,6 +273,7 @@ class DatasetPoller:
         now = time.monotonic()
         running: list[tuple[float, str]] = []
         changed: list[str] = []
+        ending: list[str] = []
         tracked_by_id = self._tracked
         for n, (dataset_id, row) in enumerate(rows.items(), 1):
             if n % YIELD_EVERY == 0:
@@ -354,42 +286,38 @@ class DatasetPoller:
             if news:
                 tracked.row = row  # an unchanged row keeps the old dict: the new one dies young (less GC)
             status = row.get("status")
-            if status in tracked.ending and status != tracked.finished_status:
-                self._start_finish(hook, dataset_id)
-            elif not tracked.counts_at or now - tracked.counts_at >= tracked.interval * 0.95:
-                running.append((tracked.counts_at, dataset_id))
+            if status in tracked.ending:
+                if status != tracked.finished_status:
+                    tracked.finished_status = str(status)
+                    ending.append(dataset_id)
+            else:
+                tracked.finished_status = None
+                if not tracked.counts_at or now - tracked.counts_at >= tracked.interval * 0.95:
+                    running.append((tracked.counts_at, dataset_id))
             if news and previous is not None:
                 changed.append(dataset_id)
         running.sort()
         refresh = [dataset_id for _, dataset_id in running[: self.count_budget]]
         # Only news wakes a waiter: fresh counts, a changed row, or the end. A thousand idle waits
         # therefore cost a handful of wake-ups per interval, not a thousand.
-        busy = set(refresh) | set(self._finishing)
+        # A status that ends a wait is delivered at once, with the last known counts: the list
+        # that saw it is all the triggerer asks for (the worker's execute_complete fetches the
+        # final counts), so a burst of completions costs no request per dataset here.
+        for dataset_id in ending:
+            self._deliver(dataset_id, False, False, final=True)
+        busy = set(refresh) | set(ending)
         for dataset_id in changed:
             if dataset_id not in busy:
                 self._deliver(dataset_id, False, False)
         await asyncio.gather(*(self._refresh(hook, d, now) for d in refresh))
 
-    def _start_finish(self, hook: IceProdHook, dataset_id: str) -> None:
-        """Fetch a finishing dataset's final counts in the background (the tick does not wait)."""
-        if dataset_id in self._finishing:
-            return
-        task = self._loop.create_task(self._finish(hook, dataset_id))
-        self._finishing[dataset_id] = task
-        task.add_done_callback(functools.partial(self._finished, dataset_id))
-
-    def _finished(self, dataset_id: str, _task: asyncio.Task[None]) -> None:
-        self._finishing.pop(dataset_id, None)
-
     def _users_filter(self, ids: set[str]) -> list[str] | None:
-        """The owners of the waited datasets (cached until the subscriptions change)."""
+        """The owners of the waited datasets and of the feeds (cached until either changes)."""
         if self._users is not None:
             return self._users
-        users: set[str] = set()
-        for feed in self._feeds:
-            if feed.users is None:
-                return None  # a feed watches every owner
-            users |= feed.users
+        users = self._feeds.users()
+        if users is None:
+            return None  # a feed watches every owner
         for dataset_id in ids:
             row = self._tracked[dataset_id].row if dataset_id in self._tracked else None
             if not row or not row.get("username"):
@@ -398,46 +326,29 @@ class DatasetPoller:
         self._users = sorted(users)
         return self._users
 
-    def _groups_filter(self, ids: set[str]) -> list[str] | None:
-        """A ``groups`` filter only when nothing but feeds that each name their groups listen."""
-        if ids or not self._feeds or any(feed.groups is None for feed in self._feeds):
-            return None
-        return sorted(set().union(*(feed.groups or () for feed in self._feeds)))
-
-    def _feeds_want_complete(self, listed: Mapping[str, Any]) -> bool:
-        """Feeds need the complete list: a new feed, a dataset left the active list, or a reconcile."""
-        if not self._feeds:
-            return False
-        left = bool(self._listed - set(listed))
-        return left or any(f.fresh for f in self._feeds) or self._since_complete >= RECONCILE_EVERY
-
     async def _list(self, hook: IceProdHook, ids: set[str]) -> dict[str, dict[str, Any]] | None:
         users = self._users_filter(ids)
-        groups = self._groups_filter(ids)
+        groups = self._feeds.groups_filter(bool(ids))
+        keys = list(LIST_KEYS if self._feeds else WAIT_KEYS)  # the smallest answer that serves all
         done: dict[str, dict[str, Any]] | None = None
         try:
             self._count("list")
             listed = await hook.alist_datasets(
-                status=list(ACTIVE_STATUSES), users=users, groups=groups, keys=list(LIST_KEYS)
+                status=list(ACTIVE_STATUSES), users=users, groups=groups, keys=keys
             )
             rows = {d: listed[d] for d in ids if d in listed}
             missing = ids - set(rows)
-            if missing or self._feeds_want_complete(listed):
+            if missing or self._feeds.want_complete(listed):
                 self._count("list_complete")
-                done = await hook.alist_datasets(
-                    status=["complete"], users=users, groups=groups, keys=list(LIST_KEYS)
-                )
+                done = await hook.alist_datasets(status=["complete"], users=users, groups=groups, keys=keys)
                 rows.update({d: done[d] for d in missing if d in done})
         except Exception as exc:
             self.failed_polls += 1
             self._deliver_error(ids, exc)
-            self._deliver_feeds(Listing(error=exc))
+            self._feeds.deliver(Listing(error=exc))
             return None
         self.failed_polls = 0
-        if self._feeds:
-            self._listed = set(listed)
-            self._since_complete = 0 if done is not None else self._since_complete + 1
-            self._deliver_feeds(Listing(active=listed, complete=done))
+        self._feeds.deliver_lists(listed, done)
         await asyncio.gather(*(self._lookup_missing(hook, d, rows) for d in ids - set(rows)))
         return rows
 
@@ -471,7 +382,7 @@ class DatasetPoller:
             tracked.task_counts = dict(await hook.atask_counts(dataset_id))
             tracked.counts_at = now
             tasks_fresh = True
-            if _tasks_all_complete(tracked):
+            if tasks_all_complete(tracked):
                 self._count("job_counts")
                 tracked.job_counts = dict(await hook.ajob_counts(dataset_id))
                 jobs_fresh = True
@@ -479,71 +390,20 @@ class DatasetPoller:
             log.warning("IceProd poller: counts for dataset %s failed: %s", dataset_id, exc)
         self._deliver(dataset_id, tasks_fresh, jobs_fresh)
 
-    async def _finish(self, hook: IceProdHook, dataset_id: str) -> None:
-        """Final job and task counts for a dataset whose status ends a wait (once per status)."""
-        tracked = self._tracked.get(dataset_id)
-        if tracked is None:
-            return
-        fresh = False
-        try:
-            async with self._finish_sem:
-                self._count("job_counts")
-                self._count("task_counts")
-                jobs, tasks = await asyncio.gather(
-                    hook.ajob_counts(dataset_id), hook.atask_counts(dataset_id)
-                )
-            tracked.job_counts, tracked.task_counts = dict(jobs), dict(tasks)
-            fresh = True
-        except IceProdError as exc:  # the status alone decides; the event carries the last counts
-            log.warning("IceProd poller: final counts for dataset %s failed: %s", dataset_id, exc)
-        if tracked.row is not None:
-            tracked.finished_status = str(tracked.row.get("status", ""))
-        self._deliver(dataset_id, fresh, fresh)
-
     # ---------------------------------------------------------------------------------- delivery
 
-    def _deliver(self, dataset_id: str, tasks_fresh: bool, jobs_fresh: bool) -> None:
+    def _deliver(self, dataset_id: str, tasks_fresh: bool, jobs_fresh: bool, *, final: bool = False) -> None:
         tracked = self._tracked.get(dataset_id)
         if tracked is None or tracked.row is None:
             return
         progress = progress_from_row(tracked.row, tracked.job_counts, tracked.task_counts)
         for sub in self._subs.get(dataset_id, []):
-            sub.queue.put_nowait(Update(progress, tasks_fresh, jobs_fresh))
-
-    def _deliver_feeds(self, listing: Listing) -> None:
-        for feed in self._feeds:
-            if listing.error is None:
-                feed.fresh = feed.fresh and listing.complete is None
-            feed.queue.put_nowait(listing)
+            sub.queue.put_nowait(Update(progress, tasks_fresh, jobs_fresh, final=final))
 
     def _deliver_error(self, ids: set[str], exc: BaseException) -> None:
         for dataset_id in ids:
             for sub in self._subs.get(dataset_id, []):
                 sub.queue.put_nowait(Update(error=exc))
-
-
-def _tasks_all_complete(tracked: _Tracked) -> bool:
-    counts = {k: v for k, v in tracked.task_counts.items() if v}
-    if set(counts) != {"complete"} or tracked.row is None:
-        return False
-    if tracked.row.get("truncated"):
-        return True
-    return counts["complete"] >= int(tracked.row.get("tasks_submitted") or 0)
-
-
-def progress_from_row(
-    row: Mapping[str, Any], job_counts: Mapping[str, int], task_counts: Mapping[str, int]
-) -> DatasetProgress:
-    return DatasetProgress(
-        dataset_id=str(row["dataset_id"]),
-        dataset=int(row.get("dataset") or 0),
-        status=str(row.get("status") or ""),
-        truncated=bool(row.get("truncated", False)),
-        jobs_submitted=int(row.get("jobs_submitted") or 0),
-        tasks_submitted=int(row.get("tasks_submitted") or 0),
-        job_counts=dict(job_counts),
-        task_counts=dict(task_counts),
-    )
 
 
 # ------------------------------------------------------------------------------------ registry

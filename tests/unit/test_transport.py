@@ -55,3 +55,44 @@ def test_clients_are_reused_within_a_loop_and_closed_by_its_shutdown(ip) -> None
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
     assert client.is_closed
+
+
+def test_a_call_that_succeeds_at_once_builds_no_retry_policy_and_a_failed_one_still_retries(
+    ip, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15: per-call work that need not repeat; the retry policy is unchanged when it is needed."""
+    from airflow_provider_iceprod import transport
+
+    built = {"sync": 0, "async": 0}
+    real_sync, real_async = transport.retrying, transport.aretrying
+
+    def counting_sync(*args, **kwargs):
+        built["sync"] += 1
+        return real_sync(*args, **kwargs)
+
+    def counting_async(*args, **kwargs):
+        built["async"] += 1
+        return real_async(*args, **kwargs)
+
+    monkeypatch.setattr(transport, "retrying", counting_sync)
+    monkeypatch.setattr(transport, "aretrying", counting_async)
+    dataset_id = ip.create_dataset({"version": 3.2, "tasks": []}, description="fast path")
+    hook = IceProdHook(retry_delay=0.01)
+
+    async def calls() -> None:
+        for _ in range(20):
+            await hook.aget_dataset(dataset_id)
+
+    for _ in range(20):
+        hook.get_dataset(dataset_id)
+    asyncio.run(calls())
+    assert built == {"sync": 0, "async": 0}
+
+    ip.faults.add(r"^GET /datasets/\{dataset_id\}$", status=503, times=2)
+    ip.reset_counters()
+    assert hook.get_dataset(dataset_id).dataset_id == dataset_id  # two 503s, then the answer
+    assert ip.counters.get("GET /datasets/{dataset_id}") == 3
+    ip.faults.add(r"^GET /datasets/\{dataset_id\}$", status=503, times=2)
+    assert asyncio.run(hook.aget_dataset(dataset_id)).dataset_id == dataset_id
+    assert ip.counters.get("GET /datasets/{dataset_id}") == 6
+    assert built == {"sync": 1, "async": 1}

@@ -239,3 +239,33 @@ def test_wait_for_dataset_tolerates_transient_errors(ip):
     with pytest.raises(AirflowSensorTimeout):
         wait_for_dataset(hook(), dataset_id, opts, deadline=time.time() + 1.0, log=log)
     assert any("still waiting until the deadline" in line for line in log.lines)
+
+
+def test_execute_complete_fetches_the_final_counts_the_trigger_did_not(ip):
+    """The shared poller ends a wait from the list call alone; the worker fills in the counts."""
+    ip.grid.task_duration = 0.05
+    dataset_id = ip.create_dataset(ONE_TASK, jobs_submitted=2, materialize=True)
+    wait_for_status(ip, dataset_id, "complete")
+    from airflow_provider_iceprod.models import DatasetProgress
+
+    stale = DatasetProgress(dataset_id, 1, "complete", False, 2, 2, {}, {"processing": 2})
+    event = make_event("success", dataset_id, outcome="success", message="done", progress=stale)
+    event["counts_final"] = False
+    result = sensor(dataset_id).execute_complete({}, event)
+    assert "counts_final" not in result
+    assert result["progress"]["job_counts"] == {"complete": 2}
+    assert result["progress"]["task_counts"] == {"complete": 2}
+    assert result["progress"]["status"] == "complete" and result["message"] == "done"
+
+
+def test_execute_complete_keeps_the_last_counts_when_iceprod_cannot_answer(ip):
+    dataset_id = ip.create_dataset(ONE_TASK, jobs_submitted=1, materialize=True)
+    from airflow_provider_iceprod.models import DatasetProgress
+
+    stale = DatasetProgress(dataset_id, 1, "complete", False, 1, 1, {}, {"processing": 1})
+    event = make_event("success", dataset_id, outcome="success", message="done", progress=stale)
+    event["counts_final"] = False
+    ip.faults.add(r"job_counts/status", status=503)
+    result = sensor(dataset_id).execute_complete({}, event)
+    assert result["counts_final"] is False  # says so, rather than failing a finished wait
+    assert result["progress"]["task_counts"] == {"processing": 1}

@@ -13,6 +13,8 @@ from wait_helpers import NOT_A_DATASET, ONE_TASK, TWO_TASKS, hook, wait_for_stat
 from airflow_provider_iceprod.exceptions import IceProdConfigError
 from airflow_provider_iceprod.triggers.dataset import IceProdDatasetTrigger
 from airflow_provider_iceprod.triggers.poller import active_pollers
+from airflow_provider_iceprod.triggers.tracking import Update
+from airflow_provider_iceprod.wait_loop import complete_counts
 
 FAST = {"poll_interval": 0.1}
 
@@ -33,12 +35,19 @@ async def events(trig: IceProdDatasetTrigger) -> list[dict]:
     return [event.payload async for event in trig.run()]
 
 
+async def in_worker(event: dict) -> dict:
+    """What ``execute_complete`` sees: the event with its final counts (fetched in the worker)."""
+    done = await asyncio.to_thread(complete_counts, hook(), event)
+    assert isinstance(done, dict) and "counts_final" not in done
+    return done
+
+
 async def test_success_with_final_counts(ip):
     ip.grid.task_duration = 0.2
     dataset_id = ip.create_dataset(TWO_TASKS, jobs_submitted=3)
     out = await events(trigger(dataset_id))
     assert len(out) == 1  # exactly one event
-    (event,) = out
+    event = await in_worker(out[0])
     assert event["status"] == "success" and event["outcome"] == "success"
     assert event["dataset_id"] == dataset_id
     assert event["progress"]["job_counts"] == {"complete": 3}
@@ -53,7 +62,10 @@ async def test_errors_fail(ip):
     (event,) = await events(trigger(dataset_id))
     assert (event["status"], event["outcome"]) == ("failed", "errors")
     assert "'errors'" in event["message"]
+    event = await in_worker(event)
+    assert (event["status"], event["outcome"]) == ("failed", "errors")
     assert event["progress"]["job_counts"] == {"errors": 2}
+    assert "jobs {errors: 2}" in event["message"]  # the message quotes the final counts
 
 
 async def test_stall_fails_with_failed_task_names(ip, stalled):
@@ -94,6 +106,7 @@ async def test_truncated_dataset_completes_with_its_existing_jobs(monkeypatch):
         await asyncio.to_thread(hook().materialize, dataset_id, num=3)
         await asyncio.to_thread(hook().truncate_dataset, dataset_id)
         (event,) = await events(trigger(dataset_id))
+        event = await in_worker(event)
     assert event["status"] == "success"
     assert event["progress"]["truncated"] is True
     assert event["progress"]["jobs_submitted"] == 10
@@ -335,3 +348,19 @@ async def test_on_kill_leaves_finished_datasets_alone_and_never_raises(ip, monke
         "AIRFLOW_CONN_ICEPROD_DEFAULT", '{"conn_type": "iceprod", "host": "http://127.0.0.1:9"}'
     )
     await trigger(done, cancel_on_kill=True).on_kill()
+
+
+async def test_a_cancel_that_arrives_with_an_update_ends_the_trigger(ip, slow):
+    """Python 3.11's ``asyncio.wait_for`` could swallow such a cancel: the wait then never ended."""
+    dataset_id = slow()
+    for _ in range(20):
+        task = asyncio.create_task(events(trigger(dataset_id, wait_options={"poll_interval": 60})))
+        while not active_pollers() or not active_pollers()[0].subscribers:
+            await asyncio.sleep(0.01)
+        (poller,) = active_pollers()
+        await asyncio.sleep(0)
+        for sub in poller._subs[dataset_id]:
+            sub.queue.put_nowait(Update())  # an update in the same pass as the cancel
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)

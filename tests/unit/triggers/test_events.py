@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_iceprod.assets import iceprod_dataset_asset
-from airflow_provider_iceprod.triggers import poller as poller_module
+from airflow_provider_iceprod.triggers import feeds as feeds_module
 from airflow_provider_iceprod.triggers.events import IceProdDatasetEventTrigger
 from airflow_provider_iceprod.triggers.poller import active_pollers
 
@@ -227,7 +227,7 @@ async def test_many_watchers_one_list_per_interval_and_counts_once(ip) -> None:
 
 
 async def test_a_dataset_born_and_finished_between_two_polls_is_found(ip, monkeypatch) -> None:
-    monkeypatch.setattr(poller_module, "RECONCILE_EVERY", 3)
+    monkeypatch.setattr(feeds_module, "RECONCILE_EVERY", 3)
     ip.grid.task_duration = 0.02
     watcher = await Watcher(poll_interval=0.5, group="simprod").start()
     quick = make(ip, "quick")

@@ -6,10 +6,11 @@ import asyncio
 import math
 import time
 
-from wait_helpers import ONE_TASK
+from wait_helpers import ONE_TASK, hook
 
 from airflow_provider_iceprod.triggers.dataset import IceProdDatasetTrigger
 from airflow_provider_iceprod.triggers.poller import active_pollers
+from airflow_provider_iceprod.wait_loop import complete_counts
 
 INTERVAL = 0.2
 DATA_ROUTES = r"^GET /datasets"  # every IceProd data request a wait makes
@@ -70,7 +71,8 @@ async def test_shared_token_and_finishing_waits(ip):
     ids = [ip.create_dataset(ONE_TASK, jobs_submitted=1, materialize=True) for _ in range(12)]
     events = await asyncio.gather(*(run(trigger(d)) for d in ids))
     assert [e["status"] for e in events] == ["success"] * 12
-    assert all(e["progress"]["job_counts"] == {"complete": 1} for e in events)
+    done = [await asyncio.to_thread(complete_counts, hook(), e) for e in events]  # execute_complete
+    assert all(e["progress"]["job_counts"] == {"complete": 1} for e in done)
     assert sum(ip.counters.snapshot()["grants"].values()) == 1  # one token for every wait
     # completed datasets drop out of the main list; one extra list with status=complete finds them
     assert ip.counters.get("GET /datasets/{dataset_id}") == 0
@@ -118,3 +120,50 @@ async def test_a_missing_connection_ends_every_wait_with_an_error(ip):
     assert event["status"] == "error"
     assert "no_such_connection" in event["message"]
     assert active_pollers() == []
+
+
+async def test_a_burst_of_completions_costs_the_list_call_not_a_request_per_dataset(ip):
+    """1,000 datasets completing together: every final event within 3 poller intervals, <= 40 requests.
+
+    Counts, not time: intervals are the poller's own ticks, requests the stand-in's counters.
+    """
+    n = 1000
+    ip.grid.task_duration = 3600.0  # processing until the test completes them all at once
+    ids = [ip.create_dataset(ONE_TASK, jobs_submitted=1, materialize=True) for _ in range(n)]
+    got: list[dict] = []
+
+    async def wait(dataset_id: str) -> None:
+        got.append(await run(trigger(dataset_id)))
+
+    tasks = [asyncio.create_task(wait(d)) for d in ids]
+    while not active_pollers() or active_pollers()[0].subscribers < n or active_pollers()[0].ticks < 2:
+        await asyncio.sleep(0.05)
+    (poller,) = active_pollers()
+
+    def complete_all() -> None:  # what IceProd's crons do, for every dataset in one go
+        now = time.monotonic()
+        with ip.store.lock:
+            for dataset_id in ids:
+                for task in ip.store.tasks[dataset_id].values():
+                    ip.store.set_task_status(task, "complete", now)
+                for job in ip.store.jobs[dataset_id].values():
+                    ip.store.set_job_status(job, "complete")
+                ip.store.datasets[dataset_id]["status"] = "complete"
+
+    ip.reset_counters()
+    ticks_before = poller.ticks
+    await asyncio.to_thread(complete_all)
+    await asyncio.gather(*tasks)
+    intervals = poller.ticks - ticks_before
+    requests = ip.counters.matching(DATA_ROUTES)
+
+    assert len(got) == n and {e["status"] for e in got} == {"success"}
+    assert intervals <= 3, f"final events took {intervals} poller intervals"
+    assert requests <= 40, f"{requests} IceProd requests for {n} completions"
+    assert ip.counters.get("GET /datasets/{dataset_id}/job_counts/status") == 0  # none per dataset
+    # the worker's execute_complete fills in the final counts: nothing is lost
+    stale = [e for e in got if e.get("counts_final") is False]
+    assert stale  # the triggerer did not fetch them
+    done = await asyncio.to_thread(complete_counts, hook(), stale[0])
+    assert done["progress"]["job_counts"] == {"complete": 1}
+    assert done["progress"]["task_counts"] == {"complete": 1}
