@@ -101,6 +101,17 @@ def parse_config(value: Any) -> dict[str, Any]:
     )
 
 
+def decided_status(progress: Mapping[str, Any], target_states: Sequence[str]) -> str:
+    """The dataset status a successful wait decided on, for the asset event.
+
+    IceProd's status when it is a target state; otherwise the wait ended on the job counts (every
+    job complete, before IceProd's cron marks the dataset), which means ``complete``, even when the
+    dataset read of that same poll still said ``processing``.
+    """
+    status = str(progress.get("status") or "")
+    return status if status in target_states else "complete"
+
+
 def _seconds(value: float | timedelta | None, field: str) -> float | None:
     if value is None:
         return None
@@ -589,7 +600,7 @@ class IceProdSubmitDatasetOperator(BaseOperator):
             hook,
             dataset_id,
             int(dataset),
-            status=str(progress.get("status") or "complete"),
+            status=decided_status(progress, self.target_states),
             job_counts=progress.get("job_counts") or {},
             task_counts=progress.get("task_counts") or {},
         )
