@@ -256,7 +256,7 @@ async def test_on_kill_suspends_only_with_cancel_on_kill(ip, slow):
     assert ip.counters.get("POST /actions/dataset_status") == 1
 
 
-async def test_on_kill_leaves_finished_datasets_alone_and_never_raises(ip, monkeypatch):
+async def test_on_kill_leaves_finished_datasets_alone_and_never_raises(ip, monkeypatch, capsys):
     ip.grid.task_duration = 0.05
     done = ip.create_dataset(ONE_TASK)
     await asyncio.to_thread(wait_for_status, ip, done, "complete")
@@ -267,4 +267,8 @@ async def test_on_kill_leaves_finished_datasets_alone_and_never_raises(ip, monke
     monkeypatch.setenv(
         "AIRFLOW_CONN_ICEPROD_DEFAULT", '{"conn_type": "iceprod", "host": "http://127.0.0.1:9"}'
     )
+    capsys.readouterr()
     await trigger(done, cancel_on_kill=True).on_kill()
+    captured = capsys.readouterr()  # the trigger's logger writes to the console here
+    logged = [line for line in (captured.out + captured.err).splitlines() if "Could not suspend" in line]
+    assert len(logged) == 1 and done in logged[0]
