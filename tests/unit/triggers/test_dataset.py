@@ -111,7 +111,7 @@ async def test_deadline_gives_a_timeout_event(ip, slow):
     dataset_id = slow()
     started = time.monotonic()
     (event,) = await events(trigger(dataset_id, deadline=3.0))
-    assert 2.9 < time.monotonic() - started < 8
+    assert 2.9 < time.monotonic() - started < 30  # not before the deadline; generous after it
     assert (event["status"], event["dataset_id"]) == ("timeout", dataset_id)
     assert event["progress"]["status"] == "processing"  # the last thing seen
 
