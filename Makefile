@@ -5,7 +5,7 @@ VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 
-.PHONY: install demo test lint typecheck unit docs bench clean
+.PHONY: install demo test lint typecheck unit docs bench mutation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,5 +47,12 @@ bench: install
 	  PATH="$(BIN):$$PATH" $(BIN)/python benchmarks/$$b.py --write docs/performance.md || exit 1; \
 	done
 
+# Mutation testing (mutmut) of the modules named in scripts/mutation.py, each against its own tests.
+# Not part of `make test`: it takes minutes per module. MODULES="waiting auth.cache" picks some.
+mutation: install
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test,docs,cli,mutation]' \
+	  || $(BIN)/python -m pip install --quiet -e '.[test,docs,cli,mutation]'
+	PATH="$(BIN):$$PATH" $(BIN)/python scripts/mutation.py $(MODULES)
+
 clean:
-	rm -rf $(VENV) $(CURDIR)/.airflow site .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) $(CURDIR)/.airflow site .pytest_cache .mypy_cache .ruff_cache .coverage .mutation
