@@ -110,6 +110,14 @@ class IceProdDatasetConfigError(IceProdConfigError):
     """
 
 
+class IceProdActionTimeoutError(IceProdTransientError):
+    """An ``/actions/*`` request did not finish in time; it may still run. ``request_id`` names it."""
+
+    def __init__(self, message: str, *, request_id: str | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.request_id = request_id
+
+
 class IceProdActionError(IceProdError):
     """An ``/actions/*`` request ended in status ``error``; ``iceprod_message`` is its error_message."""
 

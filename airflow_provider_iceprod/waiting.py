@@ -1,4 +1,4 @@
-"""Deciding when a waited-on IceProd dataset is done, and a synchronous wait loop.
+"""Deciding when a waited-on IceProd dataset is done (the synchronous loop is in ``wait_loop``).
 
 The decision logic here is pure: :func:`evaluate` looks at one poll's :class:`DatasetProgress`
 and a small mutable :class:`WaitState` (stall counter, rate samples for the ETA) and returns a
@@ -25,7 +25,7 @@ No Airflow database access happens here; nothing here sees a token.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -33,14 +33,12 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_iceprod.exceptions import (
     IceProdDatasetFailedError,
     IceProdError,
-    IceProdNotFoundError,
     IceProdPermissionError,
-    IceProdTransientError,
 )
 from airflow_provider_iceprod.models import DATASET_STATUSES, DatasetProgress
 
 if TYPE_CHECKING:
-    from airflow_provider_iceprod.hooks.iceprod import IceProdHook
+    pass
 
 ON_SUSPENDED_CHOICES = ("fail", "wait", "timeout")
 EVENT_STATUSES = ("success", "failed", "timeout", "error")
@@ -451,7 +449,7 @@ def event_result(event: object) -> dict[str, Any]:
     raise _error_class(event.get("error_type"))(message)
 
 
-# ------------------------------------------------------------------------------------------- sync wait
+# -------------------------------------------------------------------------------------------- failures
 
 
 def not_visible_error(
@@ -471,69 +469,3 @@ def not_visible_error(
         status_code=exc.status_code,
         iceprod_message=exc.iceprod_message,
     )
-
-
-def poll_once(
-    hook: IceProdHook, dataset_id: str, options: WaitOptions, state: WaitState, now: float | None = None
-) -> tuple[Verdict, DatasetProgress]:
-    """One synchronous poll: progress, decision, and the failed task names when stalled.
-
-    Raises :func:`not_visible_error` for 403/404. Transient errors propagate (the caller counts them).
-    """
-    try:
-        progress = hook.dataset_progress(dataset_id)
-        verdict = evaluate(progress, options, state, time.time() if now is None else now)
-        if verdict.outcome == "stalled":
-            verdict = with_failed_task_names(verdict, hook.task_counts_by_name(dataset_id))
-    except (IceProdPermissionError, IceProdNotFoundError) as exc:
-        raise not_visible_error(dataset_id, exc, getattr(hook, "iceprod_conn_id", None)) from exc
-    state.error_count = 0
-    return verdict, progress
-
-
-def count_transient_error(
-    state: WaitState, options: WaitOptions, exc: IceProdTransientError, log: Any
-) -> None:
-    """Remember a failed poll; re-raise once more than ``tolerate_errors`` polls in a row failed."""
-    state.error_count += 1
-    if state.error_count > options.tolerate_errors:
-        raise exc
-    log.warning(
-        "Polling IceProd failed (%s of %s tolerated in a row): %s",
-        state.error_count,
-        options.tolerate_errors,
-        exc,
-    )
-
-
-def wait_for_dataset(
-    hook: IceProdHook,
-    dataset_id: str,
-    options: WaitOptions,
-    *,
-    deadline: float | None,
-    log: Any,
-    state: WaitState | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> dict[str, Any]:
-    """Poll until the dataset is done (poke style, holds the worker). Returns the success event.
-
-    ``deadline`` is wall-clock epoch seconds. Raises ``IceProdDatasetFailedError`` (errors, stall,
-    suspended with ``on_suspended="fail"``, unreadable dataset) and ``AirflowSensorTimeout``
-    (deadline passed, or suspended with ``on_suspended="timeout"``).
-    """
-    state = state if state is not None else WaitState()
-    while True:
-        try:
-            verdict, progress = poll_once(hook, dataset_id, options, state)
-        except IceProdTransientError as exc:
-            count_transient_error(state, options, exc, log)
-        else:
-            log.info("%s", describe_progress(progress, state))
-            if verdict.done:
-                return event_result(verdict_event(verdict, progress))
-        now = time.time()
-        if deadline is not None and now >= deadline:
-            return event_result(timeout_event(dataset_id, deadline))
-        pause = options.poll_interval if deadline is None else min(options.poll_interval, deadline - now)
-        sleep(max(pause, 0.0))

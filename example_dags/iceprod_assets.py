@@ -54,7 +54,7 @@ def iceprod_assets_producer() -> None:
         deferrable=DEFERRABLE,
         poll_interval=POLL_INTERVAL,
         wait_timeout=WAIT_TIMEOUT,
-        action_poll_interval=min(5.0, POLL_INTERVAL),
+        hook_params={"poll_interval": min(5.0, POLL_INTERVAL)},
         asset_alias=ALIAS,  # emits iceprod://<api host>/datasets/<number> on success
     )
 

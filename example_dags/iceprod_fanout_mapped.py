@@ -51,7 +51,7 @@ def iceprod_fanout_mapped() -> None:
         deferrable=DEFERRABLE,
         poll_interval=POLL_INTERVAL,
         wait_timeout=WAIT_TIMEOUT,
-        action_poll_interval=min(5.0, POLL_INTERVAL),
+        hook_params={"poll_interval": min(5.0, POLL_INTERVAL)},
         map_index_template="{{ task.description }}",
     ).expand_kwargs(SUBMISSIONS)
 

@@ -59,7 +59,7 @@ def iceprod_nightly_retry_failed() -> None:
         task_id="retry_failed",
         action="retry_failed",
         iceprod_conn_id="iceprod_default",
-        action_poll_interval=min(5.0, POLL_INTERVAL),
+        hook_params={"poll_interval": min(5.0, POLL_INTERVAL)},
     ).expand(dataset=datasets_to_retry())
 
     # Each retry_failed result is a dict with "dataset_id", which the sensor accepts as its dataset.

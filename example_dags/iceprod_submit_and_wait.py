@@ -64,7 +64,9 @@ def iceprod_submit_and_wait() -> None:
         deferrable=DEFERRABLE,
         poll_interval=POLL_INTERVAL,
         wait_timeout=WAIT_TIMEOUT,
-        action_poll_interval=min(5.0, POLL_INTERVAL),  # IceProd /actions requests finish in seconds
+        # IceProdHook arguments: retries, seconds per request, and how often /actions requests are
+        # polled (IceProd finishes them in seconds)
+        hook_params={"retry_limit": 5, "timeout": 30.0, "poll_interval": min(5.0, POLL_INTERVAL)},
     )
 
     @task

@@ -7,18 +7,28 @@
 * :class:`SubmitState` wraps ``context["task_state_store"]`` (Airflow 3.3+), which survives retries
   and clears: the submit request id and the dataset id are written the moment they exist, so a
   retry reattaches without listing datasets. On older Airflow it is a no-op and the marker does it.
+* :func:`reattach_from_state`, :func:`existing_problem` and :func:`supersede` are the pieces of
+  the operator's ``on_existing_failed`` policy for a dataset an earlier try created.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
 
+from airflow_provider_iceprod.api import checks
+from airflow_provider_iceprod.exceptions import IceProdNotFoundError, IceProdPermissionError
 from airflow_provider_iceprod.version_compat import AIRFLOW_V_3_3_PLUS
+
+if TYPE_CHECKING:
+    from airflow_provider_iceprod.hooks.iceprod import IceProdHook
+    from airflow_provider_iceprod.models import DatasetProgress, SubmitResult
 
 REQUEST_ID_KEY = "iceprod_submit_request_id"
 DATASET_ID_KEY = "iceprod_dataset_id"
 MARKER_LENGTH = 16
+SUPERSEDED_TAG = "airflow-superseded"
 
 
 def submit_marker(dag_id: str, run_id: str, task_id: str, map_index: int | None) -> str:
@@ -42,12 +52,7 @@ class SubmitState:
 
     def __init__(self, context: Any, log: Any) -> None:
         self._log = log
-        store = context.get("task_state_store") if AIRFLOW_V_3_3_PLUS else None
-        self._store = store
-
-    @property
-    def available(self) -> bool:
-        return self._store is not None
+        self._store = context.get("task_state_store") if AIRFLOW_V_3_3_PLUS else None
 
     def get(self, key: str) -> str | None:
         if self._store is None:
@@ -75,3 +80,61 @@ class SubmitState:
                 self._store.delete(key)
             except Exception as exc:
                 self._log.warning("Could not delete %r from the task state store: %s", key, exc)
+
+
+def reattach_from_state(hook: IceProdHook, state: SubmitState, log: Any) -> SubmitResult | None:
+    """The dataset whose id an earlier try stored (Airflow 3.3+); None when there is none usable."""
+    from airflow_provider_iceprod.models import SubmitResult
+
+    dataset_id = state.get(DATASET_ID_KEY)
+    if not dataset_id:
+        return None
+    try:
+        dataset = hook.get_dataset(dataset_id)
+    except (IceProdNotFoundError, IceProdPermissionError) as exc:
+        log.warning(
+            "The dataset %s stored by an earlier try cannot be read (%s); looking it up by marker.",
+            dataset_id,
+            exc,
+        )
+        state.delete(DATASET_ID_KEY)
+        return None
+    return SubmitResult(
+        request_id=state.get(REQUEST_ID_KEY),
+        dataset_id=dataset.dataset_id,
+        dataset=dataset.dataset,
+        url=hook.dataset_url(dataset.dataset_id),
+        reattached=True,
+    )
+
+
+def existing_problem(
+    progress: DatasetProgress, *, target_states: Collection[str], starts_suspended: bool
+) -> str | None:
+    """What is wrong with a dataset an earlier try created, or None when it can be kept.
+
+    ``target_states``: statuses the task waits for (empty when it does not wait), which are fine.
+    ``starts_suspended``: the submit asked for a suspended dataset, so ``suspended`` is fine.
+    """
+    status = progress.status
+    if status in target_states:
+        return None
+    if status == "suspended" and starts_suspended:
+        return None
+    if status == "errors":
+        return "in status 'errors'"
+    if status == "suspended":
+        return "suspended"
+    if status == "processing" and progress.tasks_failed > 0 and progress.tasks_active == 0:
+        return "stalled (failed tasks and nothing waiting, queued or processing)"
+    return None
+
+
+def supersede(hook: IceProdHook, dataset_id: str, marker: str, log: Any) -> None:
+    """Retire a dataset's marker (``[airflow-superseded:<marker>]``) so lookups find only a new one."""
+    dataset = hook.get_dataset(dataset_id)
+    tag = checks.marker_tag(marker)
+    if tag not in dataset.description:
+        return
+    hook.set_description(dataset_id, dataset.description.replace(tag, f"[{SUPERSEDED_TAG}:{marker}]"))
+    log.info("Dataset %s is marked superseded in its description.", dataset.dataset)

@@ -23,11 +23,13 @@ Every argument is checked before any request. A change IceProd's dataset state m
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_provider_iceprod.api import checks
 from airflow_provider_iceprod.exceptions import (
     IceProdActionError,
     IceProdConfigError,
@@ -36,15 +38,9 @@ from airflow_provider_iceprod.exceptions import (
     IceProdPermissionError,
     IceProdValidationError,
 )
+from airflow_provider_iceprod.hook_params import check_hook_params
 from airflow_provider_iceprod.links import IceProdDatasetLink, push_dataset_xcoms
-from airflow_provider_iceprod.operators._common import (
-    emit_asset_events,
-    finite_number,
-    make_hook,
-    outlets_with_alias,
-    parse_dataset_ref,
-    positive_int,
-)
+from airflow_provider_iceprod.operators._common import emit_asset_events, outlets_with_alias
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -64,9 +60,6 @@ ACTIONS: dict[str, str | None] = {
     "add_jobs": "a positive integer: the number of jobs to add",
     "set_requirements": "a dict {task_name: {resource: value}}",
 }
-INT_RESOURCES = ("cpu", "gpu")
-FLOAT_RESOURCES = ("memory", "disk", "time")
-RESOURCES = (*INT_RESOURCES, *FLOAT_RESOURCES, "os", "site")
 #: IceProd's texts for requests its state machine refuses (kept verbatim in the error).
 _REFUSALS = ("state transition", "cannot truncate", "must be larger than before", "is immutable")
 
@@ -80,53 +73,18 @@ def _action_list() -> str:
 
 
 def _requirements(value: Any) -> dict[str, dict[str, Any]]:
+    """``{task_name: {resource: value}}``, each task's resources checked by IceProd's rules."""
     if not isinstance(value, Mapping) or not value:
         raise IceProdConfigError(
             f"set_requirements needs value={{task_name: {{resource: value}}}}, got {value!r}.", field="value"
         )
     checked: dict[str, dict[str, Any]] = {}
     for task_name, reqs in value.items():
-        where = f"value[{task_name!r}]"
         if not isinstance(task_name, str) or not task_name:
             raise IceProdConfigError(
                 f"set_requirements: task names must be strings, got {task_name!r}.", field="value"
             )
-        if not isinstance(reqs, Mapping) or not reqs:
-            raise IceProdConfigError(
-                f"set_requirements: {where} must be a non-empty dict of resources, got {reqs!r}.", field=where
-            )
-        unknown = sorted(set(reqs) - set(RESOURCES))
-        if unknown:
-            raise IceProdConfigError(
-                f"set_requirements: {where} has unknown resource(s) {unknown}; valid: {list(RESOURCES)}.",
-                field=where,
-            )
-        out: dict[str, Any] = {}
-        for key, val in reqs.items():
-            if key in INT_RESOURCES:
-                if isinstance(val, bool) or not isinstance(val, int) or val < 0:
-                    raise IceProdConfigError(
-                        f"set_requirements: {where}[{key!r}] must be an integer >= 0, got {val!r}.",
-                        field=where,
-                    )
-                out[key] = val
-            elif key in FLOAT_RESOURCES:
-                number = finite_number(val, field=f"{where}[{key!r}]")
-                if number < 0:
-                    raise IceProdConfigError(
-                        f"set_requirements: {where}[{key!r}] must be >= 0, got {val!r}.", field=where
-                    )
-                out[key] = number
-            elif key == "os":
-                if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
-                    raise IceProdConfigError(
-                        f"set_requirements: {where}['os'] must be a list of strings, got {val!r}.",
-                        field=where,
-                    )
-                out[key] = list(val)
-            else:
-                out[key] = str(val)
-        checked[task_name] = out
+        checked[task_name] = checks.task_requirements(reqs, f"value[{task_name!r}]")
     return checked
 
 
@@ -145,7 +103,7 @@ def validate_action(action: Any, value: Any) -> tuple[str, Any]:
     if value is None:
         raise IceProdConfigError(f"Action {action!r} needs value= {expected}.", field="value")
     if action == "set_priority":
-        return action, finite_number(value, field="value")
+        return action, checks.finite_number(value, "value", minimum=0)
     if action == "set_description":
         if not isinstance(value, str) or not value.strip():
             raise IceProdConfigError(
@@ -153,7 +111,7 @@ def validate_action(action: Any, value: Any) -> tuple[str, Any]:
             )
         return action, value
     if action == "add_jobs":
-        return action, positive_int(value, field="value")
+        return action, checks.positive_int(value, "value")
     return action, _requirements(value)
 
 
@@ -179,10 +137,9 @@ class IceProdDatasetActionOperator(BaseOperator):
         iceprod_conn_id: the Airflow connection (templated).
         asset_alias: emit an asset event for ``iceprod://<api host>/datasets/<number>`` through
             ``AssetAlias(asset_alias)`` on success.
-        request_retry_limit: re-sends of a request after a transient error (hook retry policy).
-        request_retry_delay: base delay of the exponential backoff, seconds.
-        request_timeout: seconds per HTTP request.
-        action_poll_interval: seconds between polls of IceProd ``/actions`` requests.
+        hook_params: ``IceProdHook`` keyword arguments (``retry_limit``, ``retry_delay``,
+            ``max_delay``, ``retry_after_cap``, ``timeout``, ``poll_interval`` of IceProd
+            ``/actions`` requests); plain numbers, checked when the DAG is parsed.
 
     Returns a dict: ``action``, ``dataset_id``, ``dataset``, ``status_before``, ``status``,
     ``job_counts``, ``task_counts`` (after the action), ``changed`` (False when nothing had to be
@@ -201,10 +158,7 @@ class IceProdDatasetActionOperator(BaseOperator):
         value: Any = None,
         iceprod_conn_id: str = "iceprod_default",
         asset_alias: str | None = None,
-        request_retry_limit: int = 5,
-        request_retry_delay: float = 1.0,
-        request_timeout: float = 30.0,
-        action_poll_interval: float = 5.0,
+        hook_params: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs["outlets"] = outlets_with_alias(kwargs.get("outlets"), asset_alias)
@@ -216,21 +170,19 @@ class IceProdDatasetActionOperator(BaseOperator):
         self.value = value
         self.iceprod_conn_id = iceprod_conn_id
         self.asset_alias = asset_alias
-        self.request_retry_limit = request_retry_limit
-        self.request_retry_delay = request_retry_delay
-        self.request_timeout = request_timeout
-        self.action_poll_interval = action_poll_interval
+        self.hook_params = check_hook_params(hook_params)
+
+    @cached_property
+    def hook(self) -> IceProdHook:
+        """The hook of this task (built on first use, after the templates are rendered)."""
+        from airflow_provider_iceprod.hooks.iceprod import IceProdHook
+
+        return IceProdHook(self.iceprod_conn_id, **self.hook_params)
 
     def execute(self, context: Context) -> dict[str, Any]:
         action, value = validate_action(self.action, self.value)
-        ref = parse_dataset_ref(self.dataset)
-        hook = make_hook(
-            self.iceprod_conn_id,
-            retry_limit=self.request_retry_limit,
-            retry_delay=self.request_retry_delay,
-            timeout=self.request_timeout,
-            poll_interval=self.action_poll_interval,
-        )
+        ref = checks.dataset_ref(self.dataset)
+        hook = self.hook
         before = self._progress(hook, ref)
         url = hook.dataset_url(before.dataset_id)
         push_dataset_xcoms(context["ti"], dataset_id=before.dataset_id, dataset=before.dataset, url=url)

@@ -7,7 +7,6 @@ mode decides with :func:`airflow_provider_iceprod.waiting.evaluate`. See ``docs/
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -18,22 +17,22 @@ from airflow.sdk import BaseSensorOperator, conf
 from airflow.sdk.bases.sensor import PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
 
+from airflow_provider_iceprod.api import checks
 from airflow_provider_iceprod.exceptions import (
-    IceProdConfigError,
     IceProdDatasetFailedError,
     IceProdNotFoundError,
     IceProdPermissionError,
     IceProdTransientError,
 )
+from airflow_provider_iceprod.hook_params import check_hook_params
+from airflow_provider_iceprod.wait_loop import count_transient_error, poll_once
 from airflow_provider_iceprod.waiting import (
     Verdict,
     WaitOptions,
     WaitState,
-    count_transient_error,
     describe_progress,
     event_result,
     not_visible_error,
-    poll_once,
     verdict_event,
 )
 
@@ -47,31 +46,6 @@ if TYPE_CHECKING:
 STATE_KEY = "iceprod_wait_state"
 #: Spacing of in-poke stall confirmations when no task state store exists (Airflow < 3.3).
 STALL_CONFIRM_MAX_INTERVAL = 60.0
-
-_HEX_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-def parse_dataset_ref(value: object) -> str | int:
-    """A dataset reference: a 32-hex id, a dataset number, or a mapping with ``dataset_id``.
-
-    Mappings are what the submit operator pushes (``{"dataset_id": ..., ...}``). Raises
-    ``IceProdConfigError(field="dataset")`` for anything else.
-    """
-    if isinstance(value, Mapping):
-        value = value.get("dataset_id", value.get("dataset"))
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        if text.isdigit() and int(text) > 0:
-            return int(text)
-        if _HEX_ID.match(text.lower()):
-            return text.lower()
-    raise IceProdConfigError(
-        f"'dataset' must be an IceProd dataset id (32 hex characters), a dataset number or the submit "
-        f"operator's XCom, got {value!r}.",
-        field="dataset",
-    )
 
 
 class IceProdDatasetSensor(BaseSensorOperator):
@@ -97,9 +71,9 @@ class IceProdDatasetSensor(BaseSensorOperator):
         deferrable: wait in the triggerer. Defaults to ``[operators] default_deferrable``.
         cancel_on_kill: deferrable mode, Airflow 3.3+: suspend the dataset when a user kills the
             deferred task (mark failed/success, clear).
-        request_retry_limit: re-sends of a failed request (transient errors only).
-        request_retry_delay: base delay of the exponential backoff, seconds.
-        request_timeout: seconds per HTTP request.
+        hook_params: ``IceProdHook`` keyword arguments (``retry_limit``, ``retry_delay``,
+            ``max_delay``, ``retry_after_cap``, ``timeout``, ``poll_interval``); plain numbers,
+            checked when the DAG is parsed, and handed to the trigger unchanged.
         poke_interval: seconds between polls (all modes).
         **kwargs: ``BaseSensorOperator`` arguments (``timeout``, ``mode``, ``soft_fail``, ...).
     """
@@ -118,9 +92,7 @@ class IceProdDatasetSensor(BaseSensorOperator):
         tolerate_errors: int = 3,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         cancel_on_kill: bool = False,
-        request_retry_limit: int = 5,
-        request_retry_delay: float = 1.0,
-        request_timeout: float = 30.0,
+        hook_params: dict[str, Any] | None = None,
         poke_interval: timedelta | float = 60,
         **kwargs: Any,
     ) -> None:
@@ -135,31 +107,25 @@ class IceProdDatasetSensor(BaseSensorOperator):
             tolerate_errors=tolerate_errors,
         )
         if isinstance(dataset, (int, str, Mapping)) and not (isinstance(dataset, str) and "{{" in dataset):
-            parse_dataset_ref(dataset)  # a literal: reject a typo when the DAG is parsed
+            checks.dataset_ref(dataset)  # a literal: reject a typo when the DAG is parsed
         self.deferrable = deferrable
         self.cancel_on_kill = cancel_on_kill
-        self.request_retry_limit = request_retry_limit
-        self.request_retry_delay = request_retry_delay
-        self.request_timeout = request_timeout
+        self.hook_params = check_hook_params(hook_params)
         self._dataset_id: str | None = None
         self._state = WaitState()
 
     @cached_property
     def hook(self) -> IceProdHook:
+        """The hook of this task (built on first use, after the templates are rendered)."""
         from airflow_provider_iceprod.hooks.iceprod import IceProdHook
 
-        return IceProdHook(
-            self.iceprod_conn_id,
-            retry_limit=self.request_retry_limit,
-            retry_delay=self.request_retry_delay,
-            timeout=self.request_timeout,
-        )
+        return IceProdHook(self.iceprod_conn_id, **self.hook_params)
 
     # ------------------------------------------------------------------------------- the dataset
 
     def _resolve_dataset_id(self) -> str:
         if self._dataset_id is None:
-            ref = parse_dataset_ref(self.dataset)
+            ref = checks.dataset_ref(self.dataset)
             try:
                 self._dataset_id = self.hook.resolve_dataset_id(ref)
             except (IceProdPermissionError, IceProdNotFoundError) as exc:
@@ -255,7 +221,7 @@ class IceProdDatasetSensor(BaseSensorOperator):
                 self.iceprod_conn_id,
                 wait_options=self.wait_options.to_dict(),
                 deadline=time.time() + self.timeout,
-                retry=self.hook.retry_settings.to_dict(),
+                hook_params=self.hook_params,
                 cancel_on_kill=self.cancel_on_kill,
                 wait_state=self._state.to_dict(),
             ),

@@ -5,15 +5,19 @@ The trigger does not poll IceProd itself: it subscribes to the process-wide
 dataset with about one request per interval, and decides with the same pure logic as the sensor
 (:func:`airflow_provider_iceprod.waiting.evaluate`). It yields exactly one event and returns.
 
-Importing this module is cheap: the hook (httpx, tenacity, ...) is imported inside ``run()``.
+Importing this module is cheap, and so is building a trigger: the hook (httpx, tenacity, ...) is
+imported in ``run()``, in a worker thread, so the import never blocks the triggerer's event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import sys
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -22,6 +26,7 @@ from airflow_provider_iceprod.exceptions import (
     IceProdPermissionError,
     IceProdTransientError,
 )
+from airflow_provider_iceprod.hook_params import check_hook_params, plain_hook_params
 from airflow_provider_iceprod.version_compat import AIRFLOW_V_3_3_PLUS
 from airflow_provider_iceprod.waiting import (
     WaitOptions,
@@ -36,7 +41,11 @@ from airflow_provider_iceprod.waiting import (
     with_failed_task_names,
 )
 
+if TYPE_CHECKING:
+    from airflow_provider_iceprod.hooks.iceprod import IceProdHook
+
 CLASSPATH = "airflow_provider_iceprod.triggers.dataset.IceProdDatasetTrigger"
+HOOK_MODULE = "airflow_provider_iceprod.hooks.iceprod"
 #: Bound on the suspend request made by ``on_kill`` (Airflow allows 30 s by default).
 ON_KILL_TIMEOUT = 25.0
 #: How often ``on_kill`` checks its suspend request (IceProd's actions finish in seconds).
@@ -53,7 +62,8 @@ class IceProdDatasetTrigger(BaseTrigger):
             poll_interval, tolerate_errors).
         deadline: wall-clock epoch seconds (``time.time()``) after which a ``timeout`` event fires;
             ``None`` waits forever.
-        retry: the hook's retry settings as plain numbers (``RetrySettings.to_dict()``).
+        hook_params: ``IceProdHook`` keyword arguments, plain numbers (the operator's or
+            sensor's ``hook_params``, passed on unchanged).
         cancel_on_kill: on Airflow 3.3+, suspend the dataset when a user kills the task (mark
             failed/success, clear) while it is deferred.
         wait_state: ``WaitState.to_dict()``, so a rebuilt trigger keeps its stall counter and rate
@@ -71,7 +81,7 @@ class IceProdDatasetTrigger(BaseTrigger):
         *,
         wait_options: Mapping[str, Any] | None = None,
         deadline: float | None = None,
-        retry: Mapping[str, Any] | None = None,
+        hook_params: Mapping[str, Any] | None = None,
         cancel_on_kill: bool = False,
         wait_state: Mapping[str, Any] | None = None,
     ) -> None:
@@ -84,10 +94,9 @@ class IceProdDatasetTrigger(BaseTrigger):
         self.iceprod_conn_id = iceprod_conn_id
         self.options = WaitOptions.from_dict(wait_options)
         self.deadline = float(deadline) if deadline is not None else None
-        self.retry = {str(k): v for k, v in (retry or {}).items()}
-        for key, value in self.retry.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"retry setting {key!r} must be a number, got {value!r}")
+        # Plain numbers only here: __init__ runs on the triggerer's event loop, so the hook (whose
+        # import takes a moment) checks them in run(). The deferring operator or sensor already did.
+        self.hook_params = plain_hook_params(hook_params)
         self.cancel_on_kill = bool(cancel_on_kill)
         self.state = WaitState.from_dict(wait_state)
         self._kill_sent = False
@@ -100,7 +109,7 @@ class IceProdDatasetTrigger(BaseTrigger):
                 "iceprod_conn_id": self.iceprod_conn_id,
                 "wait_options": self.options.to_dict(),
                 "deadline": self.deadline,
-                "retry": dict(self.retry),
+                "hook_params": dict(self.hook_params),
                 "cancel_on_kill": self.cancel_on_kill,
                 "wait_state": self.state.to_dict(),
             },
@@ -119,9 +128,11 @@ class IceProdDatasetTrigger(BaseTrigger):
         yield TriggerEvent(event)
 
     async def _wait(self) -> dict[str, Any]:
+        await _import_hook()
+        check_hook_params(self.hook_params)  # no I/O once the hook module is loaded
         from airflow_provider_iceprod.triggers.poller import get_poller
 
-        poller = get_poller(self.iceprod_conn_id, retry=self.retry)
+        poller = get_poller(self.iceprod_conn_id, hook_params=self.hook_params)
         sub = poller.subscribe(self.dataset_id, self.options)
         last_progress = None
         try:
@@ -199,10 +210,18 @@ class IceProdDatasetTrigger(BaseTrigger):
         except Exception as exc:
             self.log.warning("Could not suspend IceProd dataset %s after the kill: %s", self.dataset_id, exc)
 
-    async def _suspend(self) -> None:
-        from airflow_provider_iceprod.triggers.poller import build_hook
+    @cached_property
+    def hook(self) -> IceProdHook:
+        """The hook of ``on_kill`` (the wait itself uses the poller's shared hook)."""
+        from airflow_provider_iceprod.hooks.iceprod import IceProdHook
 
-        hook = build_hook(self.iceprod_conn_id, self.retry, poll_interval=ON_KILL_POLL_INTERVAL)
+        return IceProdHook(
+            self.iceprod_conn_id, **{**self.hook_params, "poll_interval": ON_KILL_POLL_INTERVAL}
+        )
+
+    async def _suspend(self) -> None:
+        await _import_hook()
+        hook = self.hook
         dataset = await hook.aget_dataset(self.dataset_id)
         if dataset.status not in ("processing", "errors"):
             self.log.info(
@@ -215,3 +234,9 @@ class IceProdDatasetTrigger(BaseTrigger):
             "Task killed by a user: suspending IceProd dataset %s (cancel_on_kill).", self.dataset_id
         )
         await hook.asuspend_dataset(self.dataset_id)
+
+
+async def _import_hook() -> None:
+    """Load the hook module in a thread: importing httpx, tenacity and the auth code takes a moment."""
+    if HOOK_MODULE not in sys.modules:  # a thousand waits in one triggerer load it once
+        await asyncio.to_thread(importlib.import_module, HOOK_MODULE)

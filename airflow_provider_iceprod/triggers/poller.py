@@ -44,6 +44,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_iceprod.exceptions import IceProdError
@@ -81,13 +82,6 @@ FINISH_CONCURRENCY = 4
 RECONCILE_EVERY = 30
 #: Final counts remembered for event watchers (one fetch per dataset and status, however many watch).
 FINAL_COUNTS_KEPT = 256
-
-
-def build_hook(conn_id: str, retry: Mapping[str, Any] | None, *, poll_interval: float = 5.0) -> IceProdHook:
-    """An ``IceProdHook`` from plain retry numbers (``RetrySettings.to_dict()``). No I/O."""
-    from airflow_provider_iceprod.hooks.iceprod import IceProdHook
-
-    return IceProdHook(conn_id, retry_args=dict(retry) if retry else None, poll_interval=poll_interval)
 
 
 @dataclass
@@ -172,13 +166,13 @@ class DatasetPoller:
         conn_id: str,
         loop: asyncio.AbstractEventLoop,
         *,
-        retry: Mapping[str, Any] | None = None,
+        hook_params: Mapping[str, Any] | None = None,
         count_budget: int = DEFAULT_COUNT_BUDGET,
     ) -> None:
         self.conn_id = conn_id
         self.count_budget = count_budget
         self._loop = loop
-        self._retry = dict(retry or {})
+        self._hook_params = dict(hook_params or {})
         self._subs: dict[str, list[Subscription]] = {}
         self._feeds: list[Feed] = []
         self._listed: set[str] = set()  # ids of the last active list (feeds: who left it?)
@@ -186,7 +180,6 @@ class DatasetPoller:
         self._final: dict[tuple[str, str], asyncio.Task[tuple[dict[str, int], dict[str, int]]]] = {}
         self._tracked: dict[str, _Tracked] = {}
         self._task: asyncio.Task[None] | None = None
-        self._hook: IceProdHook | None = None
         self._finish_sem = asyncio.Semaphore(FINISH_CONCURRENCY)
         self._finishing: dict[str, asyncio.Task[None]] = {}  # final-count fetches in flight
         self._users: list[str] | None = None  # cached ``users`` filter (None: recompute)
@@ -270,10 +263,12 @@ class DatasetPoller:
 
     # --------------------------------------------------------------------------------------- hook
 
+    @cached_property
     def hook(self) -> IceProdHook:
-        if self._hook is None:
-            self._hook = build_hook(self.conn_id, self._retry)
-        return self._hook
+        """The one hook every subscriber shares (built on first use; no I/O)."""
+        from airflow_provider_iceprod.hooks.iceprod import IceProdHook
+
+        return IceProdHook(self.conn_id, **self._hook_params)
 
     def _count(self, kind: str, n: int = 1) -> None:
         self.requests[kind] = self.requests.get(kind, 0) + n
@@ -282,7 +277,7 @@ class DatasetPoller:
         """Per-name task counts (for the names of failed tasks in a stall message)."""
         async with self._finish_sem:
             self._count("by_name")
-            return await self.hook().atask_counts_by_name(dataset_id)
+            return await self.hook.atask_counts_by_name(dataset_id)
 
     async def final_counts(self, dataset_id: str, status: str) -> tuple[dict[str, int], dict[str, int]]:
         """Job and task counts of a dataset that reached ``status``, fetched once for all watchers."""
@@ -302,7 +297,7 @@ class DatasetPoller:
             del self._final[key]
 
     async def _fetch_final(self, dataset_id: str) -> tuple[dict[str, int], dict[str, int]]:
-        hook = self.hook()
+        hook = self.hook
         async with self._finish_sem:
             self._count("job_counts")
             self._count("task_counts")
@@ -313,7 +308,7 @@ class DatasetPoller:
 
     async def _run(self) -> None:
         try:
-            await self.hook().aget_settings()
+            await self.hook.aget_settings()
         except Exception as exc:  # the connection itself is broken: every wait ends with it
             self._deliver_error(set(self._subs), exc)
             self._deliver_feeds(Listing(error=exc))
@@ -337,7 +332,7 @@ class DatasetPoller:
         ids = set(self._subs)
         if not ids and not self._feeds:
             return
-        hook = self.hook()
+        hook = self.hook
         rows = await self._list(hook, ids)
         if rows is None:
             return
@@ -564,11 +559,11 @@ def count_budget_setting() -> int:
 
 
 def get_poller(
-    conn_id: str, *, retry: Mapping[str, Any] | None = None, count_budget: int | None = None
+    conn_id: str, *, hook_params: Mapping[str, Any] | None = None, count_budget: int | None = None
 ) -> DatasetPoller:
     """The poller for ``conn_id`` on the running event loop (created on first use).
 
-    The first caller's ``retry`` settings and ``count_budget`` apply to the whole poller.
+    The first caller's ``hook_params`` and ``count_budget`` apply to the whole poller.
     """
     loop = asyncio.get_running_loop()
     key = (conn_id, id(loop))
@@ -576,7 +571,7 @@ def get_poller(
         poller = _pollers.get(key)
         if poller is None or poller._loop is not loop:
             budget = count_budget if count_budget is not None else count_budget_setting()
-            poller = DatasetPoller(conn_id, loop, retry=retry, count_budget=budget)
+            poller = DatasetPoller(conn_id, loop, hook_params=hook_params, count_budget=budget)
             _pollers[key] = poller
         return poller
 

@@ -23,10 +23,8 @@ FAST_EXAMPLES = {
 
 #: Operator arguments that keep test runs fast: quick polls, no backoff waits.
 FAST_ARGS: dict[str, Any] = {
-    "action_poll_interval": 0.05,
     "poll_interval": 0.1,
-    "request_retry_limit": 0,
-    "request_retry_delay": 0.01,
+    "hook_params": {"poll_interval": 0.05, "retry_limit": 0, "retry_delay": 0.01},
 }
 
 TWO_TASKS = {

@@ -11,7 +11,6 @@ import pytest
 from airflow_provider_iceprod.assets import iceprod_asset, iceprod_asset_uri, is_iceprod_asset
 from airflow_provider_iceprod.exceptions import IceProdConfigError
 from airflow_provider_iceprod.links import IceProdDatasetLink
-from airflow_provider_iceprod.operators._common import parse_dataset_ref
 from airflow_provider_iceprod.operators._resume import submit_marker
 
 
@@ -59,16 +58,6 @@ def test_asset_uri(where: str, number: int | str, uri: str) -> None:
 def test_asset_uri_rejects_bad_input(where: str, number: object) -> None:
     with pytest.raises(IceProdConfigError):
         iceprod_asset_uri(where, number)  # type: ignore[arg-type]
-
-
-def test_dataset_refs() -> None:
-    assert parse_dataset_ref(12) == 12
-    assert parse_dataset_ref(" 12 ") == 12
-    assert parse_dataset_ref("A" * 32) == "a" * 32
-    assert parse_dataset_ref({"dataset_id": "b" * 32}) == "b" * 32
-    for bad in (0, True, "12a", "g" * 32, None, 1.5):
-        with pytest.raises(IceProdConfigError, match="dataset id"):
-            parse_dataset_ref(bad)
 
 
 def test_marker_is_deterministic_short_and_distinct() -> None:

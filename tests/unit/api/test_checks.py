@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from airflow_provider_iceprod import api
+from airflow_provider_iceprod.api import calls, checks, flows
 from airflow_provider_iceprod.exceptions import IceProdConfigError, IceProdDatasetConfigError
 
 DATASET_ID = "061ad532eb9411f1bb1102fc00000001"
@@ -16,67 +16,77 @@ CONFIG = {"version": 3.2, "tasks": [{"name": "a", "trays": [{"modules": [{"src":
 @pytest.mark.parametrize(
     ("ref", "expected"),
     [
-        (DATASET_ID, (DATASET_ID, None)),
-        (7, (None, 7)),
-        ("7", (None, 7)),
-        (" 12 ", (None, 12)),
+        (DATASET_ID, DATASET_ID),
+        (DATASET_ID.upper(), DATASET_ID),
+        (7, 7),
+        ("7", 7),
+        (" 12 ", 12),
+        ({"dataset_id": DATASET_ID, "dataset": 7}, DATASET_ID),  # the submit operator's XCom
+        ({"dataset": 7}, 7),
     ],
 )
-def test_dataset_refs(ref: object, expected: tuple) -> None:
-    assert api.parse_ref(ref) == expected
+def test_dataset_refs(ref: object, expected: object) -> None:
+    assert checks.dataset_ref(ref) == expected
 
 
-@pytest.mark.parametrize("ref", [0, -1, True, "abc", "../datasets", "", None, 1.5, DATASET_ID + "0"])
+@pytest.mark.parametrize(
+    "ref", [0, -1, True, "abc", "../datasets", "", None, 1.5, DATASET_ID + "0", {"id": DATASET_ID}]
+)
 def test_bad_dataset_refs(ref: object) -> None:
-    with pytest.raises(IceProdConfigError) as info:
-        api.parse_ref(ref)
+    with pytest.raises(IceProdConfigError, match="dataset id") as info:
+        checks.dataset_ref(ref)
     assert info.value.field == "dataset"
+    with pytest.raises(IceProdConfigError) as info:
+        checks.dataset_ref(ref, field="upstream")
+    assert info.value.field == "upstream"
 
 
 def test_ids_are_checked_before_they_reach_a_url() -> None:
     with pytest.raises(IceProdConfigError, match="task_id"):
-        api.get_task(DATASET_ID, "../../admin")
+        calls.get_task(DATASET_ID, "../../admin")
     with pytest.raises(IceProdConfigError, match="dataset_id"):
-        api.job_counts("x/y")
+        calls.job_counts("x/y")
 
 
 def test_multi_value_parameters_are_pipe_joined_and_checked() -> None:
-    call = api.list_datasets(status=["processing", "errors"], keys=("dataset_id", "status"))
+    call = calls.list_datasets(status=["processing", "errors"], keys=("dataset_id", "status"))
     assert call.params == {"status": "processing|errors", "keys": "dataset_id|status"}
     with pytest.raises(IceProdConfigError, match="truncated"):
-        api.list_datasets(status="truncated")  # a flag, not a status
+        calls.list_datasets(status="truncated")  # a flag, not a status
     with pytest.raises(IceProdConfigError, match="Unknown status"):
-        api.list_tasks(DATASET_ID, status="running")
+        calls.list_tasks(DATASET_ID, status="running")
 
 
 def test_priority_is_sent_as_float() -> None:
-    call = api.set_priority(DATASET_ID, 1)
+    call = calls.set_priority(DATASET_ID, 1)
     assert call.json == {"priority": 1.0} and isinstance(call.json["priority"], float)
     with pytest.raises(IceProdConfigError):
-        api.set_priority(DATASET_ID, "high")
+        calls.set_priority(DATASET_ID, "high")
 
 
 def test_requirements_keys_are_checked() -> None:
-    call = api.set_task_requirements(DATASET_ID, "my task", {"memory": 4.0})
+    call = calls.set_task_requirements(DATASET_ID, "my task", {"memory": 4.0})
     assert call.method == "PATCH" and call.path.endswith("/bulk_requirements/my%20task")
     with pytest.raises(IceProdConfigError, match="Unknown requirement"):
-        api.set_task_requirements(DATASET_ID, "a", {"ram": 4})
+        calls.set_task_requirements(DATASET_ID, "a", {"ram": 4})
 
 
 def test_status_action_selectors() -> None:
-    ctx = api.FlowContext()
-    flow = api.status_action("task_status", DATASET_ID, "reset", ctx, initial_status="failed")
+    ctx = flows.FlowContext()
+    flow = flows.status_action("task_status", DATASET_ID, "reset", ctx, initial_status="failed")
     call = next(flow)
-    assert call.path == "/actions/task_status" and call.service == api.ACTIONS
+    assert call.path == "/actions/task_status" and call.service == calls.ACTIONS
     assert call.json == {"action": "reset", "initial_status": "failed", "dataset_id": DATASET_ID}
     with pytest.raises(IceProdConfigError, match="Unknown action"):
-        next(api.status_action("dataset_status", DATASET_ID, "resume", ctx))
+        next(flows.status_action("dataset_status", DATASET_ID, "resume", ctx))
     with pytest.raises(IceProdConfigError, match="at most one"):
-        next(api.status_action("task_status", DATASET_ID, "reset", ctx, initial_status="failed", job_ids=[]))
+        next(
+            flows.status_action("task_status", DATASET_ID, "reset", ctx, initial_status="failed", job_ids=[])
+        )
 
 
 def test_check_submit_builds_the_bodies() -> None:
-    req = api.check_submit(
+    req = checks.check_submit(
         CONFIG,
         description="my dataset",
         jobs_submitted=3,
@@ -87,7 +97,7 @@ def test_check_submit_builds_the_bodies() -> None:
     assert body["description"] == "my dataset [airflow:dag.run.task.0]"
     assert json.loads(body["config"])["version"] == 3.2
     assert json.loads(body["extra_submit_fields"]) == {"priority": 1.0, "status": "suspended"}
-    low = api.check_submit(CONFIG, description="d", jobs_submitted=2, low_level=True, marker="m")
+    low = checks.check_submit(CONFIG, description="d", jobs_submitted=2, low_level=True, marker="m")
     assert low.create_body() == {
         "description": "d [airflow:m]",
         "jobs_submitted": 2,
@@ -98,8 +108,8 @@ def test_check_submit_builds_the_bodies() -> None:
 
 
 def test_check_submit_gives_a_random_marker_when_none() -> None:
-    one = api.check_submit(CONFIG, description="d", jobs_submitted=1)
-    two = api.check_submit(CONFIG, description="d", jobs_submitted=1)
+    one = checks.check_submit(CONFIG, description="d", jobs_submitted=1)
+    two = checks.check_submit(CONFIG, description="d", jobs_submitted=1)
     assert one.tag.startswith("[airflow:hook-") and one.tag != two.tag
 
 
@@ -107,32 +117,31 @@ def test_check_submit_gives_a_random_marker_when_none() -> None:
     ("kwargs", "field"),
     [
         ({"jobs_submitted": 0}, "jobs_submitted"),
-        ({"jobs_submitted": "3"}, "jobs_submitted"),
+        ({"jobs_submitted": "three"}, "jobs_submitted"),
+        ({"jobs_submitted": True}, "jobs_submitted"),
+        ({"description": "  "}, "description"),
+        ({"timeout": 0}, "timeout"),
+        ({"reconcile_grace": -1}, "reconcile_grace"),
+        ({"tasks_per_job": 2}, "config['tasks']"),
         ({"group": "everyone"}, "group"),
         ({"marker": "has space"}, "marker"),
         ({"marker": "x]"}, "marker"),
         ({"extra_submit_fields": {"description": "x"}}, "extra_submit_fields"),
         ({"extra_submit_fields": {"username": "bob"}}, "extra_submit_fields"),  # only low-level
-        ({"extra_submit_fields": {"debug": "yes"}}, "extra_submit_fields"),
+        ({"extra_submit_fields": {"debug": "yes"}}, "extra_submit_fields.debug"),
+        ({"extra_submit_fields": {"status": "complete"}}, "extra_submit_fields.status"),
+        ({"extra_submit_fields": {"priority": "high"}}, "extra_submit_fields.priority"),
+        ({"extra_submit_fields": {"auth_groups_read": "users"}}, "extra_submit_fields.auth_groups_read"),
     ],
 )
 def test_check_submit_rejects_bad_input(kwargs: dict, field: str) -> None:
     args: dict = {"description": "d", "jobs_submitted": 1, **kwargs}
     with pytest.raises(IceProdConfigError) as info:
-        api.check_submit(CONFIG, **args)
+        checks.check_submit(CONFIG, **args)
     assert info.value.field == field
 
 
 def test_check_submit_validates_the_config_client_side() -> None:
     bad = {"version": 3.2, "tasks": [{"name": "a", "trays": []}]}
     with pytest.raises(IceProdDatasetConfigError, match=r"\[\] should be non-empty"):
-        api.check_submit(bad, description="d", jobs_submitted=1)
-
-
-def test_edit_config_checks_the_config_first() -> None:
-    body = api.check_edit_config(CONFIG, "new text")
-    assert json.loads(body["config"]) == CONFIG and body["description"] == "new text"
-    with pytest.raises(IceProdDatasetConfigError):
-        api.check_edit_config({"version": 3.2, "tasks": [{"name": "a", "trays": []}]})
-    with pytest.raises(IceProdConfigError, match="description"):
-        api.check_edit_config(CONFIG, 5)  # type: ignore[arg-type]
+        checks.check_submit(bad, description="d", jobs_submitted=1)

@@ -122,7 +122,6 @@ async def test_action_wait_reports_progress(hook: IceProdHook, dataset_id: str) 
     assert done.status == "complete" and seen[-1].status == "complete"
     waited = await hook.await_action("task_status", done.request_id)
     assert waited.request_id == done.request_id
-    assert hook.await_for_action == hook.await_action
 
 
 def test_clients_are_shared_per_process_and_per_loop(ip: LocalIceProd) -> None:

@@ -32,7 +32,7 @@ def test_503_retry_after_is_honoured(hook: IceProdHook, ip: LocalIceProd, datase
 
 
 def test_retry_after_is_capped(ip: LocalIceProd, dataset_id: str) -> None:
-    hook = IceProdHook(retry_delay=0.01, retry_args={"retry_after_cap": 0.1}, timeout=2)
+    hook = IceProdHook(retry_delay=0.01, retry_after_cap=0.1, timeout=2)
     hook.token_provider.get_token()  # time only the request, not the login
     ip.reset_counters()
     ip.faults.add(r"GET /datasets/\{dataset_id\}$", status=503, retry_after=60, times=1)

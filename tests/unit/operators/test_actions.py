@@ -59,10 +59,15 @@ def test_unknown_action_lists_the_valid_ones() -> None:
         ("set_description", "", "non-empty string"),
         ("add_jobs", 0, "positive integer"),
         ("add_jobs", 2.5, "positive integer"),
-        ("set_requirements", {"process": {"ram": 4}}, "unknown resource"),
+        (
+            "set_requirements",
+            {"process": {"ram": 4}},
+            r"Unknown requirement\(s\) \['ram'\] in value\['process'\]",
+        ),
         ("set_requirements", {"process": {"cpu": 1.5}}, "integer"),
         ("set_requirements", {"process": {"os": "RHEL_7"}}, "list of strings"),
         ("set_requirements", {"process": {}}, "non-empty dict"),
+        ("set_priority", -0.5, ">= 0"),
         ("set_requirements", ["memory"], "task_name"),
     ],
 )
@@ -111,9 +116,10 @@ def test_every_action_changes_the_dataset(iceprod_connection, airflow_db) -> Non
     dataset_id = ip.create_dataset(TWO_TASKS, jobs_submitted=2, materialize=True)
     number = ip.dataset(dataset_id)["dataset"]
     asset = iceprod_asset(ip.api_url, number)
-    with make_dag("act_all_actions") as dag:
+    with make_dag("act_all_actions", params={"conn": "iceprod_default"}) as dag:
         tasks = [
-            _action("set_priority", "set_priority", number, 0.9),
+            # the hook is built after rendering, from the rendered connection id
+            _action("set_priority", "set_priority", number, 0.9, iceprod_conn_id="{{ params.conn }}"),
             _action("set_description", "set_description", dataset_id, "renamed by Airflow"),
             _action("add_jobs", "add_jobs", str(number), 3),
             _action("set_requirements", "set_requirements", number, {"process": {"memory": 4.0, "cpu": 2}}),

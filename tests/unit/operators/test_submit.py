@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -43,11 +44,27 @@ def _assert_dataset_xcoms(dag_run: object, ip: LocalIceProd, dataset: dict) -> N
     assert found[LINK_KEY] == found["url"]
 
 
-def test_submit_and_wait_sync_returns_id_and_pushes_xcoms_and_link(iceprod_connection, airflow_db) -> None:
+def test_submit_and_wait_sync_returns_id_and_pushes_xcoms_and_link(
+    iceprod_connection, airflow_db, monkeypatch
+) -> None:
+    from airflow_provider_iceprod import dataset_config
+
+    validated: list[object] = []
+    real_validate = dataset_config.validate_config
+    here = threading.get_ident()  # the stand-in validates too, as IceProd does, in its own thread
+
+    def counting_validate(config, **kwargs):
+        if threading.get_ident() == here:
+            validated.append(config)
+        return real_validate(config, **kwargs)
+
+    monkeypatch.setattr(dataset_config, "validate_config", counting_validate)
     ip = iceprod_connection
     with make_dag("op_submit_sync") as dag:
         _submit(wait_for_completion=True, deferrable=False)
     dag_run = run_dag(dag)
+
+    assert len(validated) == 1  # the operator hands the checked request to the hook: one validation
 
     assert str(dag_run.state) == "success"
     [dataset] = ip.datasets()
@@ -83,6 +100,7 @@ def test_submit_deferrable_waits_in_the_trigger(iceprod_connection, airflow_db, 
     assert len(runs) == 1
     assert runs[0]["wait_options"]["poll_interval"] == FAST_ARGS["poll_interval"]
     assert runs[0]["cancel_on_kill"] is False
+    assert runs[0]["hook_params"] == FAST_ARGS["hook_params"]  # unchanged, so the trigger's hook is the same
     [dataset] = ip.datasets()
     assert dataset["status"] == "complete"
     assert xcoms(dag_run, "submit")["return_value"] == dataset["dataset_id"]
@@ -246,10 +264,9 @@ def test_policy_fail_message_names_the_dataset_and_the_choices(iceprod_connectio
     ip = iceprod_connection
     dataset_id = ip.create_dataset(description="old [airflow:abc]", status="errors")
     op = _submit(on_existing_failed="fail")
-    hook = op._hook()
     existing = SubmitResult(None, dataset_id, ip.dataset(dataset_id)["dataset"], "u", reattached=True)
     with pytest.raises(IceProdDatasetFailedError, match="on_existing_failed='fail'") as err:
-        op._apply_existing_policy(hook, SubmitState({}, op.log), "abc", {}, existing)
+        op._apply_existing_policy(SubmitState({}, op.log), "abc", {}, existing)
     assert "retry_failed" in str(err.value)
     assert dataset_id in str(err.value)
 

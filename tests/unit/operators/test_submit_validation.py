@@ -10,7 +10,8 @@ import pytest
 from operator_helpers import FAST_ARGS, TWO_TASKS, make_dag, run_dag, ti_states, xcoms
 
 from airflow_provider_iceprod.exceptions import IceProdConfigError, IceProdDatasetConfigError
-from airflow_provider_iceprod.operators.submit import IceProdSubmitDatasetOperator, parse_config
+from airflow_provider_iceprod.operators._submit_args import parse_config
+from airflow_provider_iceprod.operators.submit import IceProdSubmitDatasetOperator
 
 
 def _op(**kwargs: object) -> IceProdSubmitDatasetOperator:
@@ -57,7 +58,7 @@ def test_bad_configs_are_rejected_with_the_config_path(case: str) -> None:
 def test_task_count_is_checked_against_tasks_per_job() -> None:
     with pytest.raises(IceProdDatasetConfigError, match="3"):
         _op(tasks_per_job=3).prepare()
-    assert _op(tasks_per_job=2).prepare()["config"]["tasks"][1]["name"] == "process"
+    assert _op(tasks_per_job=2).prepare().config["tasks"][1]["name"] == "process"
 
 
 @pytest.mark.parametrize(
@@ -82,10 +83,12 @@ def test_bad_arguments_name_the_field(kwargs: dict, field: str) -> None:
 
 
 def test_rendered_values_are_normalised() -> None:
-    args = _op(jobs_submitted="12", group=" simprod ", priority=1, start_suspended=True).prepare()
-    assert args["jobs_submitted"] == 12
-    assert args["group"] == "simprod"
-    assert args["extra_submit_fields"] == {"priority": 1.0, "status": "suspended"}
+    request = _op(jobs_submitted="12", group=" simprod ", priority=1, start_suspended=True).prepare("k1")
+    assert request.jobs_submitted == 12
+    assert request.group == "simprod"
+    assert request.extra == {"priority": 1.0, "status": "suspended"}
+    assert request.description == "validation [airflow:k1]"  # the task instance's marker
+    assert request.config["version"] == 3.2
 
 
 def test_bad_wait_options_fail_when_the_dag_is_parsed() -> None:

@@ -18,9 +18,10 @@ from airflow_provider_iceprod.exceptions import (
     IceProdDatasetFailedError,
     IceProdTransientError,
 )
-from airflow_provider_iceprod.sensors.dataset import IceProdDatasetSensor, parse_dataset_ref
+from airflow_provider_iceprod.sensors.dataset import IceProdDatasetSensor
 from airflow_provider_iceprod.triggers.dataset import IceProdDatasetTrigger
-from airflow_provider_iceprod.waiting import WaitOptions, make_event, wait_for_dataset
+from airflow_provider_iceprod.wait_loop import wait_for_dataset
+from airflow_provider_iceprod.waiting import WaitOptions, make_event
 
 
 def sensor(dataset, **kwargs) -> IceProdDatasetSensor:
@@ -28,7 +29,7 @@ def sensor(dataset, **kwargs) -> IceProdDatasetSensor:
     kwargs.setdefault("timeout", 30)
     kwargs.setdefault("deferrable", False)
     return IceProdDatasetSensor(
-        task_id="wait", dataset=dataset, request_retry_limit=1, request_retry_delay=0.01, **kwargs
+        task_id="wait", dataset=dataset, hook_params={"retry_limit": 1, "retry_delay": 0.01}, **kwargs
     )
 
 
@@ -120,7 +121,7 @@ def test_deferrable_checks_once_then_defers_with_timeout_and_deadline(ip, slow):
     assert kwargs["wait_options"] == WaitOptions(stall_polls=4, poll_interval=0.1).to_dict()
     assert before + 120 <= kwargs["deadline"] <= time.time() + 120
     assert kwargs["cancel_on_kill"] is True
-    assert kwargs["retry"]["retry_limit"] == 1
+    assert kwargs["hook_params"] == {"retry_limit": 1, "retry_delay": 0.01}  # passed on unchanged
     assert kwargs["wait_state"]["polls"] == 1  # the one check on the worker travels along
 
 
@@ -160,11 +161,11 @@ def test_invalid_arguments_fail_at_parse_time():
     with pytest.raises(ValueError, match="target_states"):
         sensor(1, target_states=["done"])
     sensor("{{ ti.xcom_pull(task_ids='submit')['dataset_id'] }}")  # templated: checked after rendering
-    assert parse_dataset_ref(" 0123456789ABCDEF0123456789ABCDEF ") == "0123456789abcdef0123456789abcdef"
 
 
 def test_sensor_and_trigger_imports_stay_light():
-    """Our modules add nothing heavy on top of what Airflow itself imports (the hook loads lazily)."""
+    """Our modules add nothing heavy on top of what Airflow itself imports (the hook loads lazily,
+    also when a sensor or trigger without ``hook_params`` is built)."""
     import json
     import subprocess
     import sys
@@ -175,6 +176,10 @@ def test_sensor_and_trigger_imports_stay_light():
         "import airflow.triggers.base\n"
         "before = set(sys.modules)\n"
         "import airflow_provider_iceprod.sensors.dataset, airflow_provider_iceprod.triggers.dataset\n"
+        "from airflow_provider_iceprod.sensors.dataset import IceProdDatasetSensor\n"
+        "from airflow_provider_iceprod.triggers.dataset import IceProdDatasetTrigger\n"
+        "IceProdDatasetSensor(task_id='wait', dataset=12, hook_params={})\n"  # built as a DAG file does
+        "IceProdDatasetTrigger('0' * 32, hook_params=None)\n"
         "print(json.dumps(sorted(set(sys.modules) - before)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

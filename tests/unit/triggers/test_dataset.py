@@ -10,6 +10,7 @@ import pytest
 from airflow.sdk.module_loading import import_string
 from wait_helpers import NOT_A_DATASET, ONE_TASK, TWO_TASKS, hook, wait_for_status
 
+from airflow_provider_iceprod.exceptions import IceProdConfigError
 from airflow_provider_iceprod.triggers.dataset import IceProdDatasetTrigger
 from airflow_provider_iceprod.triggers.poller import active_pollers
 
@@ -22,7 +23,7 @@ def trigger(dataset_id: str, deadline: float | None = 30.0, **kwargs) -> IceProd
         dataset_id,
         wait_options=options,
         deadline=None if deadline is None else time.time() + deadline,
-        retry={"retry_limit": 1, "retry_delay": 0.01},
+        hook_params={"retry_limit": 1, "retry_delay": 0.01},
         **kwargs,
     )
 
@@ -133,7 +134,14 @@ async def test_transient_errors_are_tolerated_then_fatal(ip):
     assert "503" in event["message"]
 
 
-RETRY = {"retry_limit": 3, "retry_delay": 2.0, "max_delay": 30.0, "retry_after_cap": 60.0, "timeout": 10.0}
+HOOK_PARAMS = {
+    "retry_limit": 3,
+    "retry_delay": 2.0,
+    "max_delay": 30.0,
+    "retry_after_cap": 60.0,
+    "timeout": 10.0,
+    "poll_interval": 2,
+}
 
 
 def test_serialize_is_plain_and_exact():
@@ -147,7 +155,7 @@ def test_serialize_is_plain_and_exact():
             "poll_interval": 9,
         },
         deadline=1767225600.0,
-        retry=RETRY,
+        hook_params=HOOK_PARAMS,
         cancel_on_kill=True,
         wait_state={"stall_count": 2, "samples": [[1.0, 4.0]], "polls": 7, "error_count": 0},
     )
@@ -164,7 +172,7 @@ def test_serialize_is_plain_and_exact():
             "tolerate_errors": 3,
         },
         "deadline": 1767225600.0,
-        "retry": RETRY,
+        "hook_params": HOOK_PARAMS,
         "cancel_on_kill": True,
         "wait_state": {"stall_count": 2, "samples": [[1.0, 4.0]], "polls": 7, "error_count": 0},
     }
@@ -182,13 +190,14 @@ def test_serialize_is_plain_and_exact():
         {"dataset_id": ""},
         {"deadline": "tomorrow"},
         {"wait_options": {"on_suspended": "ignore"}},
-        {"retry": {"retry_limit": object()}},
+        {"hook_params": {"retry_limit": object()}},
+        {"hook_params": [("retry_limit", 3)]},
         {"wait_state": {"stall_count": "many"}},
     ],
 )
 def test_constructor_rejects_bad_values(bad):
     kwargs = {"dataset_id": "0123456789abcdef0123456789abcdef", **bad}
-    with pytest.raises(ValueError):
+    with pytest.raises((ValueError, IceProdConfigError)):  # hook_params: the hook's own error
         IceProdDatasetTrigger(**kwargs)
 
 

@@ -20,7 +20,7 @@ def trigger(dataset_id: str, **options) -> IceProdDatasetTrigger:
         dataset_id,
         wait_options={"poll_interval": INTERVAL, **options},
         deadline=time.time() + 60,
-        retry={"retry_limit": 1, "retry_delay": 0.01},
+        hook_params={"retry_limit": 1, "retry_delay": 0.01},
     )
 
 

@@ -28,7 +28,7 @@ def nightly_simulation() -> None:
         wait_for_completion=True,
         deferrable=False,  # wait in the worker: dag.test() runs no triggerer
         poll_interval=0.5,
-        action_poll_interval=0.1,
+        hook_params={"poll_interval": 0.1},
     )
 
 

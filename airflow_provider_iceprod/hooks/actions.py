@@ -1,0 +1,294 @@
+"""Submitting and ``/actions/*`` (status actions, materialization), the async twins alongside.
+
+A base of :class:`~airflow_provider_iceprod.hooks.iceprod.IceProdHook` (import the hook from there);
+each pair is one line over the drivers of :class:`~airflow_provider_iceprod.hooks.driver.HookDriver`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from airflow_provider_iceprod.api import calls, checks, flows
+from airflow_provider_iceprod.api.checks import DEFAULT_RECONCILE_GRACE, SubmitRequest
+from airflow_provider_iceprod.hooks.driver import Factory, HookDriver, listed, one_call
+from airflow_provider_iceprod.models import ActionRequest, Dataset, SubmitResult
+
+Ref = str | int  # a 32-hex dataset id or a dataset number
+OnProgress = Callable[[ActionRequest], None] | None
+
+
+class ActionCalls(HookDriver):
+    """Submit, materialize, wait for and run ``/actions/*`` requests (see ``IceProdHook``)."""
+
+    # ----------------------------------------------------------------------------------------------
+    # Submit
+    # ----------------------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        request: SubmitRequest,
+        *,
+        on_request: Callable[[str], None] | None = None,
+        on_progress: OnProgress = None,
+        resume_request_id: str | None = None,
+    ) -> SubmitResult:
+        """Submit a request checked by :func:`~airflow_provider_iceprod.api.checks.check_submit`
+        (what operators do, so the config is validated once); see :meth:`submit_dataset`."""
+        return self._run(_submit(request, on_request, on_progress, resume_request_id))
+
+    async def asubmit(
+        self,
+        request: SubmitRequest,
+        *,
+        on_request: Callable[[str], None] | None = None,
+        on_progress: OnProgress = None,
+        resume_request_id: str | None = None,
+    ) -> SubmitResult:
+        return await self._arun(_submit(request, on_request, on_progress, resume_request_id))
+
+    def submit_dataset(
+        self,
+        config: dict[str, Any],
+        *,
+        description: str,
+        jobs_submitted: int,
+        group: str = "users",
+        extra_submit_fields: dict[str, Any] | None = None,
+        marker: str | None = None,
+        low_level: bool = False,
+        materialize: bool = False,
+        on_request: Callable[[str], None] | None = None,
+        on_progress: OnProgress = None,
+        timeout: float = 900.0,
+        reconcile_grace: float = DEFAULT_RECONCILE_GRACE,
+        resume_request_id: str | None = None,
+    ) -> SubmitResult:
+        """Submit a dataset; never creates a second dataset for the same marker.
+
+        Everything is checked first (:func:`~airflow_provider_iceprod.api.checks.check_submit`, the
+        config client-side). ``[airflow:<marker>]`` is appended to the description (a random marker
+        when none is given). If a dataset with that marker already exists it is returned
+        (``reattached=True``). Otherwise ``POST /actions/submit`` (or, with ``low_level=True``,
+        ``POST /datasets`` + ``PUT /config/{id}``); ``on_request(request_id)`` is called as soon as
+        the request exists, then the request is polled until it has a dataset. If the server may
+        have acted but the answer was lost, the hook looks for the marker for ``reconcile_grace``
+        seconds instead of re-sending. ``resume_request_id`` (a request id saved from
+        ``on_request`` by an earlier try) is checked first.
+        """
+        request = checks.check_submit(
+            config,
+            description=description,
+            jobs_submitted=jobs_submitted,
+            group=group,
+            extra_submit_fields=extra_submit_fields,
+            marker=marker,
+            low_level=low_level,
+            materialize=materialize,
+            timeout=timeout,
+            reconcile_grace=reconcile_grace,
+        )
+        return self.submit(
+            request, on_request=on_request, on_progress=on_progress, resume_request_id=resume_request_id
+        )
+
+    async def asubmit_dataset(
+        self,
+        config: dict[str, Any],
+        *,
+        description: str,
+        jobs_submitted: int,
+        group: str = "users",
+        extra_submit_fields: dict[str, Any] | None = None,
+        marker: str | None = None,
+        low_level: bool = False,
+        materialize: bool = False,
+        on_request: Callable[[str], None] | None = None,
+        on_progress: OnProgress = None,
+        timeout: float = 900.0,
+        reconcile_grace: float = DEFAULT_RECONCILE_GRACE,
+        resume_request_id: str | None = None,
+    ) -> SubmitResult:
+        check = functools.partial(
+            checks.check_submit,
+            config,
+            description=description,
+            jobs_submitted=jobs_submitted,
+            group=group,
+            extra_submit_fields=extra_submit_fields,
+            marker=marker,
+            low_level=low_level,
+            materialize=materialize,
+            timeout=timeout,
+            reconcile_grace=reconcile_grace,
+        )
+        request = await asyncio.to_thread(check)  # config validation (jsonschema) off the event loop
+        return await self.asubmit(
+            request, on_request=on_request, on_progress=on_progress, resume_request_id=resume_request_id
+        )
+
+    def find_dataset_by_marker(self, marker: str) -> Dataset | None:
+        """The caller's dataset whose description carries ``[airflow:<marker>]``, if any."""
+        return self._run(lambda ctx: flows.find_dataset_by_marker(marker))
+
+    async def afind_dataset_by_marker(self, marker: str) -> Dataset | None:
+        return await self._arun(lambda ctx: flows.find_dataset_by_marker(marker))
+
+    # ----------------------------------------------------------------------------------------------
+    # /actions/*
+    # ----------------------------------------------------------------------------------------------
+
+    def get_action(self, name: str, request_id: str) -> ActionRequest:
+        """One ``/actions/<name>/<request_id>`` record (404 once expired, ~1 day)."""
+        return self._run(one_call(lambda: calls.get_action(name, request_id)))
+
+    async def aget_action(self, name: str, request_id: str) -> ActionRequest:
+        return await self._arun(one_call(lambda: calls.get_action(name, request_id)))
+
+    def wait_for_action(
+        self, name: str, request_id: str, *, timeout: float = 900.0, on_progress: OnProgress = None
+    ) -> ActionRequest:
+        """Poll until ``complete``; raises IceProdActionError on ``error`` (with IceProd's message)
+        and IceProdActionTimeoutError after ``timeout`` seconds."""
+        return self._run(
+            lambda ctx: flows.wait_for_action(name, request_id, ctx, timeout=timeout, on_progress=on_progress)
+        )
+
+    async def await_action(
+        self, name: str, request_id: str, *, timeout: float = 900.0, on_progress: OnProgress = None
+    ) -> ActionRequest:
+        """Async :meth:`wait_for_action`."""
+        return await self._arun(
+            lambda ctx: flows.wait_for_action(name, request_id, ctx, timeout=timeout, on_progress=on_progress)
+        )
+
+    def materialize(
+        self, ref: Ref, *, num: int | None = None, wait: bool = True, timeout: float = 900.0
+    ) -> ActionRequest:
+        """Ask IceProd to create jobs and tasks now (``/actions/materialization``; deduplicated)."""
+        return self._run(lambda ctx: flows.materialize(ref, ctx, num=num, wait=wait, timeout=timeout))
+
+    async def amaterialize(
+        self, ref: Ref, *, num: int | None = None, wait: bool = True, timeout: float = 900.0
+    ) -> ActionRequest:
+        return await self._arun(lambda ctx: flows.materialize(ref, ctx, num=num, wait=wait, timeout=timeout))
+
+    # ----------------------------------------------------------------------------------------------
+    # Dataset actions
+    # ----------------------------------------------------------------------------------------------
+
+    def suspend_dataset(self, ref: Ref, *, on_progress: OnProgress = None) -> ActionRequest:
+        """Suspend the dataset, its jobs and tasks (``/actions/dataset_status`` suspend)."""
+        return self._run(_status("dataset_status", ref, "suspend", on_progress=on_progress))
+
+    async def asuspend_dataset(self, ref: Ref, *, on_progress: OnProgress = None) -> ActionRequest:
+        return await self._arun(_status("dataset_status", ref, "suspend", on_progress=on_progress))
+
+    def resume_dataset(self, ref: Ref, *, on_progress: OnProgress = None) -> ActionRequest:
+        """Resume a suspended/errors dataset (``/actions/dataset_status`` reset; restarts running tasks)."""
+        return self._run(_status("dataset_status", ref, "reset", on_progress=on_progress))
+
+    async def aresume_dataset(self, ref: Ref, *, on_progress: OnProgress = None) -> ActionRequest:
+        return await self._arun(_status("dataset_status", ref, "reset", on_progress=on_progress))
+
+    def retry_failed_tasks(self, ref: Ref, *, on_progress: OnProgress = None) -> ActionRequest:
+        """Reset the dataset's failed tasks (``/actions/task_status`` reset, ``initial_status=failed``)."""
+        return self._run(
+            _status("task_status", ref, "reset", initial_status="failed", on_progress=on_progress)
+        )
+
+    async def aretry_failed_tasks(self, ref: Ref, *, on_progress: OnProgress = None) -> ActionRequest:
+        return await self._arun(
+            _status("task_status", ref, "reset", initial_status="failed", on_progress=on_progress)
+        )
+
+    def hard_reset_dataset(self, ref: Ref, *, on_progress: OnProgress = None) -> ActionRequest:
+        """Re-run everything, complete tasks included (``/actions/dataset_status`` hard_reset)."""
+        return self._run(_status("dataset_status", ref, "hard_reset", on_progress=on_progress))
+
+    async def ahard_reset_dataset(self, ref: Ref, *, on_progress: OnProgress = None) -> ActionRequest:
+        return await self._arun(_status("dataset_status", ref, "hard_reset", on_progress=on_progress))
+
+    def job_status_action(
+        self,
+        ref: Ref,
+        action: str,
+        *,
+        initial_status: str | None = None,
+        job_ids: Iterable[str] | None = None,
+        wait: bool = True,
+        on_progress: OnProgress = None,
+    ) -> ActionRequest:
+        """``/actions/job_status``: reset, hard_reset or suspend jobs (by initial_status or job_ids)."""
+        kw = {
+            "initial_status": initial_status,
+            "job_ids": listed(job_ids),
+            "wait": wait,
+            "on_progress": on_progress,
+        }
+        return self._run(_status("job_status", ref, action, **kw))
+
+    async def ajob_status_action(
+        self,
+        ref: Ref,
+        action: str,
+        *,
+        initial_status: str | None = None,
+        job_ids: Iterable[str] | None = None,
+        wait: bool = True,
+        on_progress: OnProgress = None,
+    ) -> ActionRequest:
+        kw = {
+            "initial_status": initial_status,
+            "job_ids": listed(job_ids),
+            "wait": wait,
+            "on_progress": on_progress,
+        }
+        return await self._arun(_status("job_status", ref, action, **kw))
+
+    def task_status_action(
+        self,
+        ref: Ref,
+        action: str,
+        *,
+        initial_status: str | None = None,
+        job_ids: Iterable[str] | None = None,
+        task_ids: Iterable[str] | None = None,
+        wait: bool = True,
+        on_progress: OnProgress = None,
+    ) -> ActionRequest:
+        """``/actions/task_status``: reset, hard_reset or suspend tasks (by one selector at most)."""
+        kw = {"initial_status": initial_status, "job_ids": listed(job_ids), "task_ids": listed(task_ids)}
+        return self._run(_status("task_status", ref, action, wait=wait, on_progress=on_progress, **kw))
+
+    async def atask_status_action(
+        self,
+        ref: Ref,
+        action: str,
+        *,
+        initial_status: str | None = None,
+        job_ids: Iterable[str] | None = None,
+        task_ids: Iterable[str] | None = None,
+        wait: bool = True,
+        on_progress: OnProgress = None,
+    ) -> ActionRequest:
+        kw = {"initial_status": initial_status, "job_ids": listed(job_ids), "task_ids": listed(task_ids)}
+        return await self._arun(_status("task_status", ref, action, wait=wait, on_progress=on_progress, **kw))
+
+
+def _status(name: str, ref: Ref, action: str, **kw: Any) -> Factory[ActionRequest]:
+    """A factory of a status action (``/actions/dataset_status|job_status|task_status``)."""
+    return lambda ctx: flows.status_action(name, ref, action, ctx, **kw)
+
+
+def _submit(
+    request: SubmitRequest,
+    on_request: Callable[[str], None] | None,
+    on_progress: OnProgress,
+    resume_request_id: str | None,
+) -> Factory[SubmitResult]:
+    return lambda ctx: flows.submit_dataset(
+        request, ctx, on_request=on_request, on_progress=on_progress, resume_request_id=resume_request_id
+    )
