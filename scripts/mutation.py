@@ -10,7 +10,8 @@ mutant, only the tests that execute the mutated function.
     python scripts/mutation.py --list               # the list, and which files are missing
 
 Prints, per module, killed / survived / other and the score, the run time, and the survivors'
-names (``mutmut show <name>`` inside ``.mutation/<module>/`` prints the diff). Exit 1 when a
+count per function (all names in ``.mutation/<module>/survivors.txt``; ``mutmut show <name>`` inside
+``.mutation/<module>/`` prints the diff). Exit 1 when a
 module scores below ``--target`` (default 90).
 """
 
@@ -44,8 +45,8 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     "auth.state": (["auth/state.py"], ["tests/unit/auth/test_state.py"]),
     # the checks (input validation before any request)
     "api.checks": (["api/checks.py"], ["tests/unit/api/test_checks.py"]),
-    # the submit and reconcile flow
-    "api.submit": (["api/submit.py"], ["tests/unit/hooks/test_iceprod_submit.py"]),
+    # the submit and reconcile flow (and the other multi-step flows)
+    "api.flows": (["api/flows.py"], ["tests/unit/hooks/test_iceprod_submit.py"]),
     "operators.resume": (["operators/_resume.py"], ["tests/unit/operators/test_submit.py"]),
 }
 
@@ -129,8 +130,13 @@ def run_module(name: str, max_children: int) -> dict[str, object] | None:
         f" other; score {score:.1f} %; {seconds:.0f} s; log {work / 'mutmut-run.log'}",
         flush=True,
     )
+    (work / "survivors.txt").write_text("".join(f"{m}\n" for m in survived))
+    by_function: dict[str, int] = {}
     for mutant in survived:
-        print(f"   survivor: {mutant}")
+        function = mutant.rsplit("__mutmut_", 1)[0].split(".")[-1].replace("\u01c1", ".").lstrip("x.")
+        by_function[function] = by_function.get(function, 0) + 1
+    for function, n in sorted(by_function.items(), key=lambda item: -item[1]):
+        print(f"   survivors in {function}: {n}")
     if run.returncode != 0 and not total:
         print(run.stdout[-3000:] + run.stderr[-3000:])
     return {"module": name, "killed": killed, "survived": survived, "score": score, "seconds": seconds}

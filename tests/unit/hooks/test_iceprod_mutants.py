@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import pytest
 from hook_helpers import CONFIG, FAST
 
-from airflow_provider_iceprod.hooks.iceprod import IceProdActionTimeoutError, IceProdHook
+from airflow_provider_iceprod.exceptions import IceProdActionTimeoutError
+from airflow_provider_iceprod.hooks.iceprod import IceProdHook
 from airflow_provider_iceprod.testing.server import LocalIceProd
 
 GET_DATASET = "GET /datasets/{dataset_id}"

@@ -27,7 +27,7 @@ async def test_poller_count_budget_setting_limits_count_requests_per_interval(ip
             d,
             wait_options={"poll_interval": INTERVAL},
             deadline=time.time() + 60,
-            retry={"retry_limit": 1, "retry_delay": 0.01},
+            hook_params={"retry_limit": 1, "retry_delay": 0.01},
         )
         for d in ids
     ]
