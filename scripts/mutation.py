@@ -133,7 +133,8 @@ def run_module(name: str, max_children: int) -> dict[str, object] | None:
     (work / "survivors.txt").write_text("".join(f"{m}\n" for m in survived))
     by_function: dict[str, int] = {}
     for mutant in survived:
-        function = mutant.rsplit("__mutmut_", 1)[0].split(".")[-1].replace("\u01c1", ".").lstrip("x.")
+        function = mutant.rsplit("__mutmut_", 1)[0].split(".")[-1]  # x_name or x<sep>Class<sep>name
+        function = function[2:] if function.startswith("x_") else function[2:].replace(function[1], ".")
         by_function[function] = by_function.get(function, 0) + 1
     for function, n in sorted(by_function.items(), key=lambda item: -item[1]):
         print(f"   survivors in {function}: {n}")

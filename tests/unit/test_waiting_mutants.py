@@ -48,3 +48,140 @@ def test_eta_from_the_window_of_samples() -> None:
     for t, done in ((0.0, 0), (10.0, 20), (40.0, 40)):  # 40 tasks in 40 s; the last step is slower
         evaluate(_progress(done), options, state, t)
     assert eta_seconds(_progress(40), state) == 60.0
+
+
+# ------------------------------------------------ found by `make mutation` (mutmut on waiting.py)
+
+
+def _p(status="processing", jobs=None, tasks=None, *, truncated=False, jobs_submitted=4) -> DatasetProgress:
+    return DatasetProgress(
+        dataset_id=DS,
+        dataset=7,
+        status=status,
+        truncated=truncated,
+        jobs_submitted=jobs_submitted,
+        tasks_submitted=jobs_submitted * 2,
+        job_counts=dict(jobs or {}),
+        task_counts=dict(tasks or {}),
+    )
+
+
+def test_every_verdict_names_its_outcome_status_and_dataset() -> None:
+    label = f"IceProd dataset 7 ({DS})"
+    cases = [
+        (_p("processing"), WaitOptions(), (False, "running", "running"), f"{label} is processing."),
+        (_p(""), WaitOptions(), (False, "running", "running"), f"{label} is in an unknown status."),
+        (_p("complete"), WaitOptions(), (True, "success", "success"), f"{label} reached status 'complete'."),
+        (
+            _p("complete"),
+            WaitOptions(target_states=("suspended",)),
+            (True, "unreachable", "failed"),
+            f"{label} is complete, so it can never reach the target states ['suspended'].",
+        ),
+        (_p("suspended"), WaitOptions(), (True, "suspended", "failed"), f"{label} is suspended"),
+        (
+            _p("suspended"),
+            WaitOptions(on_suspended="timeout"),
+            (True, "suspended", "timeout"),
+            f"{label} is suspended",
+        ),
+        (
+            _p("errors", jobs={"errors": 1}, tasks={"failed": 1, "complete": 1}),
+            WaitOptions(),
+            (True, "errors", "failed"),
+            f"{label} is in status 'errors': jobs {{errors: 1}}, tasks {{complete: 1, failed: 1}}.",
+        ),
+    ]
+    for progress, options, expected, message in cases:
+        verdict = evaluate(progress, options, WaitState(), 0.0)
+        assert (verdict.done, verdict.outcome, verdict.status) == expected, progress.status
+        assert verdict.message.startswith(message), verdict.message
+
+
+def test_the_stall_message_holds_both_counts_and_the_advice() -> None:
+    state = WaitState()
+    stalled = _p(jobs={"processing": 1}, tasks={"failed": 1, "idle": 1})
+    verdict = evaluate(stalled, WaitOptions(stall_polls=1), state, 0.0)
+    assert (verdict.done, verdict.outcome, verdict.status) == (True, "stalled", "failed")
+    assert "tasks {failed: 1, idle: 1}, jobs {processing: 1}" in verdict.message
+    assert verdict.message.endswith(
+        "Dependants of a failed task stay idle until it is reset; retry the failed tasks."
+    )
+
+
+def test_polls_count_fresh_counts_only_and_success_resets_the_stall_counter() -> None:
+    state, options = WaitState(), WaitOptions(stall_polls=5)
+    stalled = _p(jobs={"processing": 1}, tasks={"failed": 1, "idle": 1})
+    for _ in range(3):
+        evaluate(stalled, options, state, 0.0)
+    evaluate(stalled, options, state, 0.0, counts_fresh=False)
+    assert (state.polls, state.stall_count) == (3, 3)
+    evaluate(_p("complete"), options, state, 0.0)
+    assert (state.polls, state.stall_count) == (4, 0)
+    for _ in range(2):
+        evaluate(stalled, options, state, 0.0)
+    evaluate(_p(jobs={"complete": 4}), options, state, 0.0)  # success on the job counts
+    assert (state.polls, state.stall_count) == (7, 0)
+
+
+def test_all_complete_tasks_without_failures_are_no_stall() -> None:
+    state = WaitState()
+    for _ in range(3):
+        verdict = evaluate(_p(jobs={"processing": 4}, tasks={"complete": 8}), WaitOptions(), state, 0.0)
+    assert state.stall_count == 0 and not verdict.done
+
+
+def test_the_job_count_check_at_its_boundaries() -> None:
+    one_job = _p(jobs={"complete": 1}, jobs_submitted=1)
+    assert evaluate(one_job, WaitOptions(), WaitState(), 0.0).outcome == "success"
+    truncated_one = _p(jobs={"complete": 1}, truncated=True, jobs_submitted=10)
+    assert evaluate(truncated_one, WaitOptions(), WaitState(), 0.0).outcome == "success"
+    none_submitted = _p(jobs={"complete": 1}, jobs_submitted=0)
+    assert evaluate(none_submitted, WaitOptions(), WaitState(), 0.0).outcome == "success"
+
+
+def test_no_rate_from_samples_at_one_time_or_one_count() -> None:
+    same_time = WaitState(samples=[[5.0, 1.0], [5.0, 3.0]])
+    assert same_time.rate() is None and eta_seconds(_progress(3), same_time) is None
+    same_count = WaitState(samples=[[5.0, 3.0], [9.0, 3.0]])
+    assert same_count.rate() is None and eta_seconds(_progress(3), same_count) is None
+
+
+def test_which_statuses_end_a_wait_without_counts() -> None:
+    from airflow_provider_iceprod.waiting import status_ends_wait
+
+    default = WaitOptions()
+    assert status_ends_wait("complete", default) is True
+    assert status_ends_wait("errors", default) is True
+    assert status_ends_wait("processing", default) is False
+    assert status_ends_wait("", default) is False
+    # a target state ends it; complete and errors end it even when they are not targets
+    suspended_target = WaitOptions(target_states=("suspended",))
+    assert status_ends_wait("suspended", suspended_target) is True
+    assert status_ends_wait("complete", suspended_target) is True
+    assert status_ends_wait("errors", suspended_target) is True
+    assert status_ends_wait("suspended", WaitOptions(on_suspended="wait")) is False
+
+
+def test_an_unreadable_dataset_error_keeps_iceprod_s_answer_and_says_what_to_check() -> None:
+    from airflow_provider_iceprod.exceptions import IceProdNotFoundError, IceProdPermissionError
+    from airflow_provider_iceprod.waiting import not_visible_error
+
+    denied = IceProdPermissionError(
+        "GET /datasets/x: 403 attr not found", status_code=403, iceprod_message="attr not found"
+    )
+    error = not_visible_error(42, denied, "iceprod_prod")
+    assert str(error).startswith(
+        "IceProd dataset 42 cannot be read with connection 'iceprod_prod': GET /datasets/x: 403 attr not found. "
+        "IceProd answers 403 both when the token may not read a dataset and when no such dataset exists; "
+        "check the dataset id/number and that the connection's user may read it."
+    )
+    assert (error.dataset_id, error.status_code, error.iceprod_message) == ("42", 403, "attr not found")
+    gone = IceProdNotFoundError(
+        "GET /datasets/y: 404 Dataset not found", status_code=404, iceprod_message="Dataset not found"
+    )
+    error = not_visible_error(DS, gone)
+    assert str(error).startswith(
+        f"IceProd dataset {DS} cannot be read: GET /datasets/y: 404 Dataset not found. Check the dataset id or number."
+    )
+    assert (error.dataset_id, error.status_code, error.iceprod_message) == (DS, 404, "Dataset not found")
