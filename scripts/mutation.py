@@ -37,7 +37,10 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     # the retry policy (pure; transport.py keeps the HTTP half)
     "retry": (["retry.py"], ["tests/unit/test_retry.py"]),
     # the token cache and the token state
-    "auth.cache": (["auth/cache.py"], ["tests/unit/auth/test_cache.py"]),
+    "auth.cache": (
+        ["auth/cache.py"],
+        ["tests/unit/auth/test_cache.py", "tests/unit/auth/test_cache_mutants.py"],
+    ),
     "auth.tokens": (
         ["auth/tokens.py"],
         ["tests/unit/auth/test_state.py", "tests/unit/auth/test_provider.py"],
