@@ -38,8 +38,9 @@ if TYPE_CHECKING:
     from airflow_provider_iceprod.auth.oidc import DeviceAuthorization
     from airflow_provider_iceprod.auth.provider import TokenStatus
     from airflow_provider_iceprod.auth.tokens import TokenState
+    from airflow_provider_iceprod.retry import RetrySettings
     from airflow_provider_iceprod.settings import ConnectionSettings
-    from airflow_provider_iceprod.transport import RetrySettings, Transport
+    from airflow_provider_iceprod.transport import Transport
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_AUTH, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 DEFAULT_CONN_ID = "iceprod_default"
@@ -59,7 +60,7 @@ class CliError(Exception):
 
 
 def _retry() -> RetrySettings:
-    from airflow_provider_iceprod.transport import RetrySettings
+    from airflow_provider_iceprod.retry import RetrySettings
 
     return RetrySettings(retry_limit=3, retry_delay=0.5, max_delay=5.0, timeout=30.0)
 
@@ -186,8 +187,9 @@ class AirflowRestApi:
     def _api(self) -> Transport:
         if self._transport is not None:
             return self._transport
+        from airflow_provider_iceprod.auth.httpx_auth import IceProdAuth, StaticBearer
         from airflow_provider_iceprod.exceptions import IceProdError
-        from airflow_provider_iceprod.transport import StaticBearer, Transport
+        from airflow_provider_iceprod.transport import Transport
 
         token = self._token
         if not token:
@@ -197,7 +199,7 @@ class AirflowRestApi:
                     f"(or ${PASSWORD_ENV}), or --airflow-token (or ${AIRFLOW_TOKEN_ENV})."
                 )
             try:
-                answer = Transport(self.url, token_source=None, retry=_retry(), service="Airflow").request(
+                answer = Transport(self.url, auth=None, retry=_retry(), service="Airflow").request(
                     "POST", "/auth/token", json={"username": self._user, "password": self._password}
                 )
             except IceProdError as exc:
@@ -212,7 +214,10 @@ class AirflowRestApi:
             if not token:
                 raise CliError(f"Airflow at {self.url} returned no access_token from /auth/token.", EXIT_AUTH)
         self._transport = Transport(
-            self.url, token_source=StaticBearer(token), retry=_retry(), service="Airflow"
+            self.url,
+            auth=IceProdAuth(StaticBearer(token), service="Airflow"),
+            retry=_retry(),
+            service="Airflow",
         )
         return self._transport
 

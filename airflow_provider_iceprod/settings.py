@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,28 @@ def _normalise_url(value: str, field: str) -> str:
             field=field,
         )
     return value
+
+
+def _check_extra_is_json(conn: Any) -> None:
+    """Airflow reads an extra that is not JSON as ``{}`` (with a log line): say so, before anything
+    reports "no credentials" for a connection whose refresh token is in there."""
+    raw = getattr(conn, "extra", None)
+    if not isinstance(raw, str) or not raw.strip():
+        return
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        problem = f"it is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    else:
+        if isinstance(parsed, dict):
+            return
+        problem = f"it is JSON but not an object (got {type(parsed).__name__})"
+    raise IceProdConfigError(
+        f"IceProd connection {conn.conn_id!r}: the extra field cannot be read: {problem}. It must be a "
+        'JSON object such as {"oauth_url": "...", "refresh_token": "..."}; fix it in the connection, or '
+        f"run `airflow-iceprod login --conn-id {conn.conn_id}` to rewrite it.",
+        field="extra",
+    )
 
 
 @dataclass(frozen=True)
@@ -100,6 +123,7 @@ class ConnectionSettings:
     @classmethod
     def from_connection(cls, conn: Any, extra: Mapping[str, Any] | None = None) -> ConnectionSettings:
         """Build from an Airflow ``Connection``. Pass ``extra`` when it was read asynchronously."""
+        _check_extra_is_json(conn)
         if extra is None:
             extra = conn.extra_dejson
         return cls.from_fields(conn.conn_id, conn.host, conn.password, extra)

@@ -69,19 +69,28 @@ def _none(_: Any) -> None:
     return None
 
 
+def _query(**params: Any) -> dict[str, Any]:
+    """Query parameters, those left out (None) dropped."""
+    return {key: value for key, value in params.items() if value is not None}
+
+
+def _index(job_index: Any) -> int | None:
+    return None if job_index is None else positive_int(job_index, "job_index", allow_zero=True)
+
+
 # --------------------------------------------------------------------------------------------------
 # Datasets
 # --------------------------------------------------------------------------------------------------
 
 
 def list_datasets(*, status: Any = None, users: Any = None, groups: Any = None, keys: Any = None) -> Call:
-    params = {
-        "status": joined(status, "status", DATASET_STATUSES),
-        "users": joined(users, "users"),
-        "groups": joined(groups, "groups"),
-        "keys": joined(keys, "keys"),
-    }
-    return Call("GET", "/datasets", params={k: v for k, v in params.items() if v is not None}, parse=dict)
+    params = _query(
+        status=joined(status, "status", DATASET_STATUSES),
+        users=joined(users, "users"),
+        groups=joined(groups, "groups"),
+        keys=joined(keys, "keys"),
+    )
+    return Call("GET", "/datasets", params=params, parse=dict)
 
 
 def get_dataset(dataset_id: str) -> Call:
@@ -150,13 +159,11 @@ def set_task_requirements(dataset_id: str, task_name: str, requirements: Mapping
 
 
 def list_jobs(dataset_id: str, *, status: Any = None, job_index: Any = None, keys: Any = None) -> Call:
-    params: dict[str, Any] = {}
-    if status is not None:
-        params["status"] = joined(status, "status", JOB_STATUSES)
-    if job_index is not None:
-        params["job_index"] = positive_int(job_index, "job_index", allow_zero=True)
-    if keys is not None:
-        params["keys"] = joined(keys, "keys")
+    params = _query(
+        status=joined(status, "status", JOB_STATUSES),
+        job_index=_index(job_index),
+        keys=joined(keys, "keys"),
+    )
     return Call("GET", f"{_ds(dataset_id)}/jobs", params=params, parse=dict)
 
 
@@ -204,17 +211,13 @@ def list_tasks(
     job_index: Any = None,
     keys: Any = None,
 ) -> Call:
-    params: dict[str, Any] = {}
-    if status is not None:
-        params["status"] = joined(status, "status", TASK_STATUSES)
-    if name is not None:
-        params["name"] = joined(name, "name")
-    if job_id is not None:
-        params["job_id"] = object_id(job_id, "job_id")
-    if job_index is not None:
-        params["job_index"] = positive_int(job_index, "job_index", allow_zero=True)
-    if keys is not None:
-        params["keys"] = joined(keys, "keys")
+    params = _query(
+        status=joined(status, "status", TASK_STATUSES),
+        name=joined(name, "name"),
+        job_id=None if job_id is None else object_id(job_id, "job_id"),
+        job_index=_index(job_index),
+        keys=joined(keys, "keys"),
+    )
     return Call("GET", f"{_ds(dataset_id)}/tasks", params=params, parse=dict)
 
 
@@ -275,13 +278,11 @@ def task_stats(dataset_id: str) -> Call:
 def task_logs(
     dataset_id: str, task_id: str, *, num: Any = None, group: bool = True, order: str | None = None
 ) -> Call:
-    params: dict[str, Any] = {}
-    if num is not None:
-        params["num"] = positive_int(num, "num")
-    if group:
-        params["group"] = "true"
-    if order is not None:
-        params["order"] = one_of(order, ("asc", "desc"), "order")
+    params = _query(
+        num=None if num is None else positive_int(num, "num"),
+        group="true" if group else None,
+        order=None if order is None else one_of(order, ("asc", "desc"), "order"),
+    )
     path = f"{_ds(dataset_id)}/tasks/{object_id(task_id, 'task_id')}/logs"
     return Call("GET", path, params=params, parse=lambda doc: list((doc or {}).get("logs", [])))
 

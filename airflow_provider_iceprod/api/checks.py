@@ -3,7 +3,7 @@
 Pure functions (no I/O, no Airflow): the hook, the operators, the sensor and the trigger all call
 these, so a value means the same everywhere. Each raises
 :class:`~airflow_provider_iceprod.exceptions.IceProdConfigError` naming the field, before any request
-is sent. See ``docs/architecture.md`` ("Input checks").
+is sent. See ``docs/architecture.md`` ("The api package").
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Required, TypedDict
 
 from airflow_provider_iceprod.exceptions import IceProdConfigError
 from airflow_provider_iceprod.models import JOB_STATUSES, TASK_STATUSES
@@ -182,14 +182,12 @@ def task_requirements(requirements: Any, field: str = "requirements") -> dict[st
     for key, value in requirements.items():
         where = f"{field}[{key!r}]"
         if key in INT_REQUIREMENTS:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise bad(field, f"{where} must be an integer >= 0, got {value!r}.")
-            out[key] = value
+            out[key] = positive_int(value, where, allow_zero=True)
         elif key in FLOAT_REQUIREMENTS:
             out[key] = finite_number(value, where, minimum=0)
         elif key == "os":
             if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-                raise bad(field, f"{where} must be a list of strings, got {value!r}.")
+                raise bad(where, f"{where} must be a list of strings, got {value!r}.")
             out[key] = list(value)
         else:
             out[key] = str(value)
@@ -295,6 +293,21 @@ def extra_fields(extra: Mapping[str, Any] | None, *, low_level: bool = False) ->
                 raise bad(where, f"{where} must be a user name, got {value!r}.")
             out[key] = value
     return out
+
+
+class SubmitArgs(TypedDict, total=False):
+    """The keyword arguments of :func:`check_submit` (and of ``IceProdHook.submit_dataset``)."""
+
+    description: Required[str]
+    jobs_submitted: Required[int]
+    group: str
+    extra_submit_fields: Mapping[str, Any] | None
+    marker: str | None
+    low_level: bool
+    materialize: bool
+    timeout: float
+    reconcile_grace: float
+    tasks_per_job: int | None
 
 
 @dataclass(frozen=True)

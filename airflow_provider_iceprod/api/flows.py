@@ -1,16 +1,8 @@
 """Multi-step IceProd work, written once as generators the hook drives sync or async.
 
-A flow *yields* what it needs and gets the answer back (the protocol is described in
-``docs/architecture.md``, "The api package"):
-
-* a :class:`~airflow_provider_iceprod.api.calls.Call` -> its parsed answer (an IceProd error is
-  thrown into the flow, which may handle it);
-* a tuple of calls -> a list of answers (concurrent in the async driver);
-* :class:`Sleep` -> nothing (``time.sleep`` or ``asyncio.sleep``);
-* :class:`NeedIdentity` -> the caller's :class:`~airflow_provider_iceprod.models.Identity`.
-
-Here: resolving a dataset reference, waiting on an ``/actions/*`` request, the status actions,
-a dataset's progress, and the submit with reconciliation by marker.
+Resolving a dataset reference, waiting on an ``/actions/*`` request, the status actions, a dataset's
+progress, and the submit with reconciliation by marker. The step protocol (what a flow yields and
+gets back) is in ``docs/architecture.md``, "The api package".
 """
 
 from __future__ import annotations
@@ -19,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from airflow_provider_iceprod.api import calls
 from airflow_provider_iceprod.api.calls import Call
@@ -67,6 +59,42 @@ class FlowContext:
     poll_interval: float = 5.0
     number_cache: dict[int, str] = field(default_factory=dict)  # dataset number -> id (never changes)
     dataset_url: Callable[[str], str] = lambda dataset_id: dataset_id
+
+
+class Run(Generic[T]):
+    """One flow being driven: iterate for its steps, ``send`` each answer (or ``throw`` the
+    IceProd error) before the next; ``result`` holds what the flow returned. A context manager that
+    closes the flow."""
+
+    def __init__(self, flow: Flow[T]) -> None:
+        self._flow = flow
+        self._reply: Any = None
+        self._error: BaseException | None = None
+        self.result: T
+
+    def __enter__(self) -> Run[T]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._flow.close()
+
+    def __iter__(self) -> Run[T]:
+        return self
+
+    def __next__(self) -> Step:
+        reply, error = self._reply, self._error
+        self._reply, self._error = None, None
+        try:
+            return self._flow.throw(error) if error is not None else self._flow.send(reply)
+        except StopIteration as done:
+            self.result = done.value
+            raise StopIteration from None
+
+    def send(self, reply: Any) -> None:
+        self._reply = reply
+
+    def throw(self, error: BaseException) -> None:
+        self._error = error
 
 
 def single(call: Call) -> Flow[Any]:

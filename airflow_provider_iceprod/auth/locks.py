@@ -6,7 +6,10 @@ a lock file; after taking it they re-read the overlay, so each uses the newest t
 other hosts are covered by the ``invalid_grant`` -> re-read -> retry path in the provider.
 
 The lock directory is ``$AIRFLOW_ICEPROD_LOCK_DIR`` or ``<tmp>/airflow-iceprod-<uid>`` (mode 0700); set
-``AIRFLOW_ICEPROD_LOCK_DIR=off`` to disable. Lock files hold no secret: their names are hashes.
+``AIRFLOW_ICEPROD_LOCK_DIR=off`` to disable. Like ssh, a directory that is not ours, is a symlink or is
+open to other users is not used: the provider warns and refreshes without the lock (another local
+user could otherwise stall every refresh). Lock files are opened with ``O_NOFOLLOW`` and hold no
+secret: their names are hashes.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
+import stat
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -29,9 +34,45 @@ except ImportError:  # pragma: no cover - Windows
 
 LOCK_DIR_ENV = "AIRFLOW_ICEPROD_LOCK_DIR"
 
+log = logging.getLogger(__name__)
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(path: Path, why: str) -> None:
+    if str(path) not in _warned:
+        _warned.add(str(path))
+        log.warning(
+            "IceProd token refreshes run without the cross-process lock: the lock directory %s %s. "
+            "Remove it (it is recreated with mode 0700) or set %s to a private directory.",
+            path,
+            why,
+            LOCK_DIR_ENV,
+        )
+
+
+def _is_private(path: Path) -> bool:
+    """Like ssh: the directory must be ours, not a symlink, and closed to group and others (0700)."""
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        _warn_once(path, f"cannot be read ({exc.strerror})")
+        return False
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        _warn_once(path, "is not a directory (or is a symlink)")
+        return False
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        _warn_once(path, f"belongs to another user (uid {info.st_uid})")
+        return False
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        _warn_once(path, f"is open to other users (mode {stat.S_IMODE(info.st_mode):04o}, needs 0700)")
+        return False
+    return True
+
 
 def lock_dir() -> Path | None:
-    """Where lock files live, or None when cross-process locking is off or unavailable."""
+    """Where lock files live, or None when cross-process locking is off, unavailable or unsafe."""
     if fcntl is None:
         return None
     configured = os.environ.get(LOCK_DIR_ENV, "").strip()
@@ -43,7 +84,16 @@ def lock_dir() -> Path | None:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError:
         return None
-    return path
+    return path if _is_private(path) else None
+
+
+def _open_lock_file(path: Path) -> int | None:
+    """The lock file's descriptor; never follows a symlink planted in its place (None then)."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        _warn_once(path, f"holds a lock file that cannot be opened safely ({exc.strerror})")
+        return None
 
 
 def lock_path(name: str) -> Path | None:
@@ -86,10 +136,10 @@ def _timeout_error(timeout: float) -> IceProdTransientError:
 @contextlib.contextmanager
 def file_lock(path: Path | None, timeout: float = 120.0) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (no-op when ``path`` is None)."""
-    if path is None:
+    fd = _open_lock_file(path) if path is not None else None
+    if fd is None:
         yield
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         for pause in _lock_attempts(fd, timeout):
             time.sleep(pause)
@@ -104,10 +154,10 @@ def file_lock(path: Path | None, timeout: float = 120.0) -> Iterator[None]:
 @contextlib.asynccontextmanager
 async def afile_lock(path: Path | None, timeout: float = 120.0) -> AsyncIterator[None]:
     """Async form of :func:`file_lock`: waits with ``asyncio.sleep``, never blocking the loop."""
-    if path is None:
+    fd = _open_lock_file(path) if path is not None else None
+    if fd is None:
         yield
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         for pause in _lock_attempts(fd, timeout):
             await asyncio.sleep(pause)

@@ -1,7 +1,8 @@
 """OpenID Connect client: discovery and the grants the provider uses.
 
-* discovery (cached per process per issuer; a broken or unreachable issuer is an
-  :class:`~airflow_provider_iceprod.exceptions.IceProdConfigError` naming ``oauth_url``),
+* discovery (cached per process per issuer; a 404 or a document that is not one is an
+  :class:`~airflow_provider_iceprod.exceptions.IceProdConfigError` naming ``oauth_url``; an issuer that
+  does not answer, drops the connection or answers 5xx is an ``IceProdTransientError``),
 * ``refresh_token`` and ``client_credentials`` grants (sync and async),
 * the device authorization grant (RFC 8628) with PKCE S256 and ``offline_access`` (CLI only: it waits
   for a person),
@@ -32,9 +33,11 @@ from airflow_provider_iceprod.exceptions import (
     IceProdRequestError,
     IceProdTransientError,
 )
+from airflow_provider_iceprod.loop_guard import refuse_running_loop
 
 if TYPE_CHECKING:
-    from airflow_provider_iceprod.transport import RetrySettings, Transport
+    from airflow_provider_iceprod.retry import RetrySettings
+    from airflow_provider_iceprod.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +133,7 @@ class OIDCClient:
         if self._transport is None:
             from airflow_provider_iceprod.transport import Transport
 
-            self._transport = Transport(self.issuer, token_source=None, retry=self.retry, service="OIDC")
+            self._transport = Transport(self.issuer, auth=None, retry=self.retry, service="OIDC")
         return self._transport, url
 
     def _client_form(self) -> dict[str, str]:
@@ -183,17 +186,25 @@ class OIDCClient:
 
     def _discovery_error(self, exc: Exception | None, detail: str) -> IceProdError:
         url = self.issuer + DISCOVERY_PATH
-        message = (
+        if isinstance(exc, IceProdTransientError):
+            # No answer, a dropped connection or a 5xx/429 after our retries: the issuer is down or
+            # unreachable for now, the URL is not known to be wrong. Retryable, never a config error.
+            return _final(
+                IceProdTransientError(
+                    f"IceProd connection {self.conn_id!r}: the OpenID issuer at {self.issuer} (the "
+                    f"connection's oauth_url) could not be reached for its discovery document ({detail}). "
+                    "It may be down or restarting; try again later.",
+                    status_code=exc.status_code,
+                    retry_after=exc.retry_after,
+                ),
+                exc,
+            )
+        return IceProdConfigError(
             f"IceProd connection {self.conn_id!r}: could not read the OpenID discovery document at {url} "
             f"({detail}). Check the connection's oauth_url extra: it must be the issuer (Keycloak realm) "
-            "URL, e.g. https://keycloak.icecube.wisc.edu/auth/realms/IceCube."
+            "URL, e.g. https://keycloak.icecube.wisc.edu/auth/realms/IceCube.",
+            field="oauth_url",
         )
-        if isinstance(exc, IceProdTransientError) and exc.status_code is not None:
-            # The issuer answered with 5xx/429 after our retries: an outage, not a wrong URL.
-            return _final(
-                IceProdTransientError(message, status_code=exc.status_code, retry_after=exc.retry_after), exc
-            )
-        return IceProdConfigError(message, field="oauth_url")
 
     def _parse_discovery(self, doc: Any) -> ProviderMetadata:
         if not isinstance(doc, Mapping):
@@ -217,6 +228,7 @@ class OIDCClient:
 
     def discover(self) -> ProviderMetadata:
         """The issuer's metadata, fetched once per process (failures are not cached)."""
+        refuse_running_loop("OIDCClient.discover()")  # before anything that would wrap its error
         cached = _discovery_cache.get(self.issuer)
         if cached is not None:
             return cached

@@ -41,11 +41,12 @@ from airflow_provider_iceprod.auth.tokens import (
     mask_token,
 )
 from airflow_provider_iceprod.exceptions import IceProdAuthError
+from airflow_provider_iceprod.loop_guard import refuse_running_loop
 
 if TYPE_CHECKING:
     from airflow_provider_iceprod.models import Identity
+    from airflow_provider_iceprod.retry import RetrySettings
     from airflow_provider_iceprod.settings import ConnectionSettings
-    from airflow_provider_iceprod.transport import RetrySettings
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ class TokenProvider:
 
     def get_token(self, *, force_refresh: bool = False) -> str:
         """A valid access token; refreshes when needed (or when ``force_refresh``)."""
+        refuse_running_loop("TokenProvider.get_token()")
         requested = time.monotonic()
         if not force_refresh:
             cached = self._cache.fresh(self.key, self.lead_time)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Unpack
 
 from airflow_provider_iceprod.api import calls, checks, flows
-from airflow_provider_iceprod.api.checks import DEFAULT_RECONCILE_GRACE, SubmitRequest
+from airflow_provider_iceprod.api.checks import SubmitArgs, SubmitRequest
 from airflow_provider_iceprod.hooks.driver import Factory, HookDriver, listed, one_call
 from airflow_provider_iceprod.models import ActionRequest, Dataset, SubmitResult
 
@@ -51,25 +51,19 @@ class ActionCalls(HookDriver):
 
     def submit_dataset(
         self,
-        config: dict[str, Any],
+        config: Mapping[str, Any],
         *,
-        description: str,
-        jobs_submitted: int,
-        group: str = "users",
-        extra_submit_fields: dict[str, Any] | None = None,
-        marker: str | None = None,
-        low_level: bool = False,
-        materialize: bool = False,
         on_request: Callable[[str], None] | None = None,
         on_progress: OnProgress = None,
-        timeout: float = 900.0,
-        reconcile_grace: float = DEFAULT_RECONCILE_GRACE,
         resume_request_id: str | None = None,
+        **args: Unpack[SubmitArgs],
     ) -> SubmitResult:
         """Submit a dataset; never creates a second dataset for the same marker.
 
-        Everything is checked first (:func:`~airflow_provider_iceprod.api.checks.check_submit`, the
-        config client-side). ``[airflow:<marker>]`` is appended to the description (a random marker
+        ``args`` are those of :func:`~airflow_provider_iceprod.api.checks.check_submit`
+        (``description``, ``jobs_submitted``, ``group``, ``extra_submit_fields``, ``marker``,
+        ``low_level``, ``materialize``, ``timeout``, ``reconcile_grace``), all checked first, the
+        config client-side. ``[airflow:<marker>]`` is appended to the description (a random marker
         when none is given). If a dataset with that marker already exists it is returned
         (``reattached=True``). Otherwise ``POST /actions/submit`` (or, with ``low_level=True``,
         ``POST /datasets`` + ``PUT /config/{id}``); ``on_request(request_id)`` is called as soon as
@@ -78,53 +72,22 @@ class ActionCalls(HookDriver):
         seconds instead of re-sending. ``resume_request_id`` (a request id saved from
         ``on_request`` by an earlier try) is checked first.
         """
-        request = checks.check_submit(
-            config,
-            description=description,
-            jobs_submitted=jobs_submitted,
-            group=group,
-            extra_submit_fields=extra_submit_fields,
-            marker=marker,
-            low_level=low_level,
-            materialize=materialize,
-            timeout=timeout,
-            reconcile_grace=reconcile_grace,
-        )
+        request = checks.check_submit(config, **args)
         return self.submit(
             request, on_request=on_request, on_progress=on_progress, resume_request_id=resume_request_id
         )
 
     async def asubmit_dataset(
         self,
-        config: dict[str, Any],
+        config: Mapping[str, Any],
         *,
-        description: str,
-        jobs_submitted: int,
-        group: str = "users",
-        extra_submit_fields: dict[str, Any] | None = None,
-        marker: str | None = None,
-        low_level: bool = False,
-        materialize: bool = False,
         on_request: Callable[[str], None] | None = None,
         on_progress: OnProgress = None,
-        timeout: float = 900.0,
-        reconcile_grace: float = DEFAULT_RECONCILE_GRACE,
         resume_request_id: str | None = None,
+        **args: Unpack[SubmitArgs],
     ) -> SubmitResult:
-        check = functools.partial(
-            checks.check_submit,
-            config,
-            description=description,
-            jobs_submitted=jobs_submitted,
-            group=group,
-            extra_submit_fields=extra_submit_fields,
-            marker=marker,
-            low_level=low_level,
-            materialize=materialize,
-            timeout=timeout,
-            reconcile_grace=reconcile_grace,
-        )
-        request = await asyncio.to_thread(check)  # config validation (jsonschema) off the event loop
+        # The config validation (jsonschema) runs off the event loop.
+        request = await asyncio.to_thread(functools.partial(checks.check_submit, config, **args))
         return await self.asubmit(
             request, on_request=on_request, on_progress=on_progress, resume_request_id=resume_request_id
         )
@@ -222,13 +185,11 @@ class ActionCalls(HookDriver):
         on_progress: OnProgress = None,
     ) -> ActionRequest:
         """``/actions/job_status``: reset, hard_reset or suspend jobs (by initial_status or job_ids)."""
-        kw = {
-            "initial_status": initial_status,
-            "job_ids": listed(job_ids),
-            "wait": wait,
-            "on_progress": on_progress,
-        }
-        return self._run(_status("job_status", ref, action, **kw))
+        return self._run(
+            _status(
+                "job_status", ref, action, initial_status, job_ids, None, wait=wait, on_progress=on_progress
+            )
+        )
 
     async def ajob_status_action(
         self,
@@ -240,13 +201,11 @@ class ActionCalls(HookDriver):
         wait: bool = True,
         on_progress: OnProgress = None,
     ) -> ActionRequest:
-        kw = {
-            "initial_status": initial_status,
-            "job_ids": listed(job_ids),
-            "wait": wait,
-            "on_progress": on_progress,
-        }
-        return await self._arun(_status("job_status", ref, action, **kw))
+        return await self._arun(
+            _status(
+                "job_status", ref, action, initial_status, job_ids, None, wait=wait, on_progress=on_progress
+            )
+        )
 
     def task_status_action(
         self,
@@ -260,8 +219,18 @@ class ActionCalls(HookDriver):
         on_progress: OnProgress = None,
     ) -> ActionRequest:
         """``/actions/task_status``: reset, hard_reset or suspend tasks (by one selector at most)."""
-        kw = {"initial_status": initial_status, "job_ids": listed(job_ids), "task_ids": listed(task_ids)}
-        return self._run(_status("task_status", ref, action, wait=wait, on_progress=on_progress, **kw))
+        return self._run(
+            _status(
+                "task_status",
+                ref,
+                action,
+                initial_status,
+                job_ids,
+                task_ids,
+                wait=wait,
+                on_progress=on_progress,
+            )
+        )
 
     async def atask_status_action(
         self,
@@ -274,13 +243,45 @@ class ActionCalls(HookDriver):
         wait: bool = True,
         on_progress: OnProgress = None,
     ) -> ActionRequest:
-        kw = {"initial_status": initial_status, "job_ids": listed(job_ids), "task_ids": listed(task_ids)}
-        return await self._arun(_status("task_status", ref, action, wait=wait, on_progress=on_progress, **kw))
+        return await self._arun(
+            _status(
+                "task_status",
+                ref,
+                action,
+                initial_status,
+                job_ids,
+                task_ids,
+                wait=wait,
+                on_progress=on_progress,
+            )
+        )
 
 
-def _status(name: str, ref: Ref, action: str, **kw: Any) -> Factory[ActionRequest]:
-    """A factory of a status action (``/actions/dataset_status|job_status|task_status``)."""
-    return lambda ctx: flows.status_action(name, ref, action, ctx, **kw)
+def _status(
+    name: str,
+    ref: Ref,
+    action: str,
+    initial_status: str | None = None,
+    job_ids: Iterable[str] | None = None,
+    task_ids: Iterable[str] | None = None,
+    *,
+    wait: bool = True,
+    on_progress: OnProgress = None,
+) -> Factory[ActionRequest]:
+    """A factory of a status action (``/actions/dataset_status|job_status|task_status``); the ids
+    are read here, once, before the flow starts."""
+    jobs, tasks = listed(job_ids), listed(task_ids)
+    return lambda ctx: flows.status_action(
+        name,
+        ref,
+        action,
+        ctx,
+        initial_status=initial_status,
+        job_ids=jobs,
+        task_ids=tasks,
+        wait=wait,
+        on_progress=on_progress,
+    )
 
 
 def _submit(

@@ -1,10 +1,6 @@
-"""The hook's two drivers: connection, tokens and transports, and the sync and async flow runners.
+"""The hook's base: connection, tokens and transports, and the two flow drivers ``_run``/``_arun``.
 
-:class:`HookDriver` is the base of :class:`~airflow_provider_iceprod.hooks.iceprod.IceProdHook`.
-``_run(factory)`` and ``_arun(factory)`` resolve the connection themselves (the async one with
-:meth:`HookDriver.aget_settings`, never a blocking lookup), build the flow with
-``factory(FlowContext)`` and drive it. The contract is in ``docs/architecture.md`` ("The hook's
-drivers").
+The driver contract is in ``docs/architecture.md``, "The hook's drivers".
 """
 
 from __future__ import annotations
@@ -21,10 +17,10 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_iceprod.api import checks, flows
 from airflow_provider_iceprod.api.calls import ACTIONS, API, Call
-from airflow_provider_iceprod.api.flows import Flow, FlowContext, NeedIdentity, Sleep, Step
+from airflow_provider_iceprod.api.flows import Flow, FlowContext, NeedIdentity, Run, Sleep, Step
 from airflow_provider_iceprod.exceptions import IceProdConfigError, IceProdError
+from airflow_provider_iceprod.retry import RetrySettings
 from airflow_provider_iceprod.settings import ConnectionSettings
-from airflow_provider_iceprod.transport import RetrySettings
 
 if TYPE_CHECKING:
     from airflow_provider_iceprod.auth.provider import TokenProvider
@@ -138,14 +134,15 @@ class HookDriver(BaseHook):
 
     @cached_property
     def _transports(self) -> dict[str, Transport]:
+        from airflow_provider_iceprod.auth.httpx_auth import IceProdAuth
         from airflow_provider_iceprod.transport import Transport
 
         settings = self.settings
-        source = self.token_provider
-        transport = Transport(settings.api_url, token_source=source, retry=self.retry_settings)
+        auth = IceProdAuth(self.token_provider)
+        transport = Transport(settings.api_url, auth=auth, retry=self.retry_settings)
         actions = transport
         if settings.actions_url != settings.api_url:
-            actions = Transport(settings.actions_url, token_source=source, retry=self.retry_settings)
+            actions = Transport(settings.actions_url, auth=auth, retry=self.retry_settings)
         return {API: transport, ACTIONS: actions}
 
     @cached_property
@@ -164,40 +161,24 @@ class HookDriver(BaseHook):
     def _run(self, factory: Factory[T]) -> T:
         """Resolve the connection, build the flow, drive it synchronously."""
         self.settings  # noqa: B018  (the sync lookup)
-        flow = factory(self._ctx)
-        reply: Any = None
-        error: IceProdError | None = None
-        try:
-            while True:
-                step = flow.throw(error) if error is not None else flow.send(reply)
-                reply, error = None, None
+        with Run(factory(self._ctx)) as run:
+            for step in run:
                 try:
-                    reply = self._perform(step)
+                    run.send(self._perform(step))
                 except IceProdError as exc:  # thrown back into the flow, which may handle it
-                    error = exc
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        finally:
-            flow.close()
+                    run.throw(exc)
+        return run.result
 
     async def _arun(self, factory: Factory[T]) -> T:
         """Resolve the connection without blocking the loop, build the flow, drive it on the loop."""
         await self.aget_settings()
-        flow = factory(self._ctx)
-        reply: Any = None
-        error: IceProdError | None = None
-        try:
-            while True:
-                step = flow.throw(error) if error is not None else flow.send(reply)
-                reply, error = None, None
+        with Run(factory(self._ctx)) as run:
+            for step in run:
                 try:
-                    reply = await self._aperform(step)
+                    run.send(await self._aperform(step))
                 except IceProdError as exc:
-                    error = exc
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        finally:
-            flow.close()
+                    run.throw(exc)
+        return run.result
 
     def _send(self, call: Call) -> Any:
         raw = self._transports[call.service].request(

@@ -32,7 +32,7 @@ class IceProdHook(ActionCalls):
         iceprod_conn_id: the Airflow connection (type ``iceprod``).
         retry_limit: re-sends of a request after a transient error (timeouts, connection errors,
             5xx, 429, 503). Other 4xx answers are never retried.
-        retry_delay: base of the exponential backoff (full jitter), in seconds.
+        retry_delay: base of the exponential backoff (with jitter), in seconds.
         max_delay: longest backoff wait, in seconds.
         retry_after_cap: longest ``Retry-After`` wait honoured, in seconds.
         timeout: seconds to wait for each answer.
@@ -365,5 +365,5 @@ def _bulk_jobs(action: str, job_ids: Iterable[str] | None) -> Callable[[str], Ca
 def _bulk(
     build: Callable[[str, str, list[str]], Call], status: str, ids: Iterable[str]
 ) -> Callable[[str], Call]:
-    listed = list(ids)  # an iterator is read once, before the flow starts
-    return lambda d: build(d, status, listed)
+    read = list(ids)  # an iterator is read once, before the flow starts
+    return lambda d: build(d, status, read)

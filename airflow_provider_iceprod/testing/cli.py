@@ -102,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.write_json:
                 path = Path(args.write_json)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                # It holds a refresh token and the client secret: 0600, also when the file existed.
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+                os.fchmod(fd, 0o600)
                 with os.fdopen(fd, "w") as handle:
                     handle.write(info + "\n")
             print(info, flush=True)

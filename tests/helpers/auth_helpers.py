@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_provider_iceprod.retry import RetrySettings
 from airflow_provider_iceprod.settings import ConnectionSettings
 from airflow_provider_iceprod.testing import LocalIceProd
-from airflow_provider_iceprod.transport import RetrySettings
 
 FAST_RETRY = RetrySettings(retry_limit=2, retry_delay=0.01, max_delay=0.05, timeout=5.0)
 

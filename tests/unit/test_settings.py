@@ -54,3 +54,28 @@ def test_bad_fields_name_the_field(host: str | None, extra: dict[str, str], fiel
 def test_dataset_url_uses_the_website() -> None:
     settings = ConnectionSettings.from_fields("c", None, None, {"website_url": "https://web.example.org/"})
     assert settings.dataset_url("abc") == "https://web.example.org/dataset/abc"
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        pytest.param('{"refresh_token": "abc",}', "not valid JSON", id="trailing-comma"),
+        pytest.param("refresh_token=abc", "not valid JSON", id="not-json"),
+        pytest.param('["abc"]', "not an object", id="a-list"),
+    ],
+)
+def test_an_extra_that_is_not_a_json_object_is_named_as_the_problem(
+    monkeypatch: pytest.MonkeyPatch, extra: str, problem: str
+) -> None:
+    """Issue 13 #9: before, Airflow read it as {} and the hook said "no credentials, run login"."""
+    import json
+
+    from airflow_provider_iceprod.hooks.iceprod import IceProdHook
+
+    conn = {"conn_type": "iceprod", "host": "http://127.0.0.1:9", "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_ICEPROD_BROKEN", json.dumps(conn))
+    with pytest.raises(IceProdConfigError) as info:
+        IceProdHook("iceprod_broken").settings  # noqa: B018
+    assert info.value.field == "extra"
+    assert problem in str(info.value) and "'iceprod_broken'" in str(info.value)
+    assert "abc" not in str(info.value)  # the extra may hold a token: never echoed

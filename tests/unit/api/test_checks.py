@@ -145,3 +145,85 @@ def test_check_submit_validates_the_config_client_side() -> None:
     bad = {"version": 3.2, "tasks": [{"name": "a", "trays": []}]}
     with pytest.raises(IceProdDatasetConfigError, match=r"\[\] should be non-empty"):
         checks.check_submit(bad, description="d", jobs_submitted=1)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(3, 3), (3.0, 3), ("3", 3), (" 12 ", 12), ("0", None), (0, None), (-1, None)]
+)
+def test_positive_int_reads_rendered_text(value: object, expected: int | None) -> None:
+    if expected is None:
+        with pytest.raises(IceProdConfigError, match="'n' must be a positive integer") as info:
+            checks.positive_int(value, "n")
+        assert info.value.field == "n"
+    else:
+        assert checks.positive_int(value, "n") == expected
+    assert checks.positive_int(0, "n", allow_zero=True) == 0
+
+
+@pytest.mark.parametrize("value", [True, 1.5, "1.5", "x", None, [1]])
+def test_positive_int_refuses_what_is_not_a_whole_number(value: object) -> None:
+    with pytest.raises(IceProdConfigError):
+        checks.positive_int(value, "n")
+
+
+def test_finite_number_bounds() -> None:
+    assert checks.finite_number(" 0.5 ", "p") == 0.5 and checks.finite_number(2, "p") == 2.0
+    for bad, kwargs in [("nan", {}), (float("inf"), {}), (True, {}), ("x", {}), (0, {"positive": True})]:
+        with pytest.raises(IceProdConfigError):
+            checks.finite_number(bad, "p", **kwargs)
+    with pytest.raises(IceProdConfigError, match=">= 0"):
+        checks.finite_number(-0.1, "p", minimum=0)
+
+
+def test_task_requirements_are_typed() -> None:
+    checked = checks.task_requirements({"cpu": "2", "memory": 4, "os": ("RHEL_8",), "site": "WIPAC"})
+    assert checked == {"cpu": 2, "memory": 4.0, "os": ["RHEL_8"], "site": "WIPAC"}
+    for bad, field in [
+        ({"cpu": 1.5}, "requirements['cpu']"),
+        ({"memory": -1}, "requirements['memory']"),
+        ({"os": "RHEL_8"}, "requirements['os']"),
+        ({}, "requirements"),
+        ({"ram": 1}, "requirements"),
+    ]:
+        with pytest.raises(IceProdConfigError) as info:
+            checks.task_requirements(bad)
+        assert info.value.field == field
+
+
+def test_names_ids_and_lists() -> None:
+    assert checks.group_name(" simprod ") == "simprod"
+    assert checks.object_id(DATASET_ID.upper()) == DATASET_ID
+    with pytest.raises(IceProdConfigError, match="group"):
+        checks.group_name("physicists")
+    with pytest.raises(IceProdConfigError, match="empty"):
+        checks.id_list([], "job_ids")
+    with pytest.raises(IceProdConfigError, match="list of 32-hex ids"):
+        checks.id_list(DATASET_ID, "job_ids")  # one id, not a list
+    with pytest.raises(IceProdConfigError, match="non-empty strings"):
+        checks.joined(["a|b"], "keys")
+    with pytest.raises(IceProdConfigError, match="action name"):
+        calls.post_action("Submit!", {})
+    with pytest.raises(IceProdConfigError, match="request id"):
+        calls.get_action("submit", "../x")
+    with pytest.raises(IceProdConfigError, match="task_status only"):
+        checks.status_action_body("job_status", "reset", task_ids=[DATASET_ID])
+    with pytest.raises(IceProdConfigError, match="takes no"):
+        checks.status_action_body("dataset_status", "reset", initial_status="failed")
+    with pytest.raises(IceProdConfigError, match="not both"):
+        calls.bulk_task_action(DATASET_ID, "reset", job_ids=[DATASET_ID], task_ids=[DATASET_ID])
+
+
+def test_extra_fields_rule() -> None:
+    extra = {"priority": "1", "status": "suspended", "debug": True, "auth_groups_read": ("users",)}
+    assert checks.extra_fields(extra) == {
+        "priority": 1.0,
+        "status": "suspended",
+        "debug": True,
+        "auth_groups_read": ["users"],
+    }
+    assert checks.extra_fields({"username": "bob"}, low_level=True) == {"username": "bob"}
+    with pytest.raises(IceProdConfigError, match="must be a dict"):
+        checks.extra_fields(["priority"])  # type: ignore[arg-type]
+    with pytest.raises(IceProdConfigError) as info:
+        checks.extra_fields({"username": ""}, low_level=True)
+    assert info.value.field == "extra_submit_fields.username"

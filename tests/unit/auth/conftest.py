@@ -10,8 +10,8 @@ from auth_helpers import FAST_RETRY
 
 from airflow_provider_iceprod.auth.cache import TOKEN_CACHE
 from airflow_provider_iceprod.auth.oidc import clear_discovery_cache
+from airflow_provider_iceprod.retry import RetrySettings
 from airflow_provider_iceprod.testing import LocalIceProd
-from airflow_provider_iceprod.transport import RetrySettings
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -12,6 +13,7 @@ from auth_helpers import FAST_RETRY, StaticServer, closed_port_url
 
 from airflow_provider_iceprod.auth.oidc import OIDCClient, pkce_pair
 from airflow_provider_iceprod.exceptions import IceProdAuthError, IceProdConfigError, IceProdTransientError
+from airflow_provider_iceprod.retry import RetrySettings
 from airflow_provider_iceprod.testing import LocalIceProd
 
 TOKEN_ROUTE = r"/protocol/openid-connect/token"
@@ -98,15 +100,8 @@ def test_client_credentials_without_secret_is_a_config_error(idp: LocalIceProd) 
     assert info.value.field == "password"
 
 
-@pytest.mark.parametrize(
-    "make_url",
-    [
-        pytest.param(lambda ip: ip.api_url + "/not-an-issuer", id="404"),
-        pytest.param(lambda ip: closed_port_url(), id="unreachable"),
-    ],
-)
-def test_bad_issuer_is_a_config_error_naming_oauth_url(idp: LocalIceProd, make_url) -> None:
-    url = make_url(idp)
+def test_bad_issuer_is_a_config_error_naming_oauth_url(idp: LocalIceProd) -> None:
+    url = idp.api_url + "/not-an-issuer"  # 404
     started = time.monotonic()
     with pytest.raises(IceProdConfigError) as info:
         OIDCClient(url, "iceprod-public", retry=FAST_RETRY, conn_id="c").refresh("x" * 40)
@@ -142,7 +137,36 @@ def test_discovery_5xx_is_transient_not_config(idp: LocalIceProd) -> None:
     idp.faults.add("openid-configuration", status=502)
     with pytest.raises(IceProdTransientError) as info:
         client(idp).discover()
-    assert "oauth_url" in str(info.value)
+    assert "oauth_url" in str(info.value) and "Check the connection" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param({"drop": True}, id="connection-reset"),
+        pytest.param({"latency": 2.0}, id="timeout"),
+    ],
+)
+def test_discovery_blip_is_transient_and_never_blames_oauth_url(idp: LocalIceProd, fault: dict) -> None:
+    """Issue 13 #1: a reset or timeout at the issuer is an outage, not a wrong oauth_url."""
+    idp.faults.add("openid-configuration", **fault)
+    quick = RetrySettings(retry_limit=1, retry_delay=0.01, timeout=0.5)
+    sync, async_ = client(idp, retry=quick).discover, client(idp, retry=quick).adiscover
+    for attempt in (sync, lambda: asyncio.run(async_())):
+        with pytest.raises(IceProdTransientError) as info:
+            attempt()
+        assert not isinstance(info.value, IceProdConfigError)
+        assert "Check the connection's oauth_url" not in str(info.value)
+        assert "try again later" in str(info.value)
+    assert idp.counters.matching("openid-configuration") == 4  # 2 attempts each: the policy retried
+    idp.faults.clear()
+    assert client(idp).discover().token_endpoint  # nothing bad was cached
+
+
+def test_unreachable_issuer_is_transient(idp: LocalIceProd) -> None:
+    with pytest.raises(IceProdTransientError) as info:
+        OIDCClient(closed_port_url(), "iceprod-public", retry=FAST_RETRY, conn_id="c").refresh("x" * 40)
+    assert not isinstance(info.value, IceProdConfigError)
 
 
 def test_device_flow_with_pkce_and_offline_access(idp: LocalIceProd) -> None:

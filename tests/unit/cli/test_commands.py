@@ -232,7 +232,8 @@ def test_login_expired_code_exits_non_zero_in_bounded_time(env: dict[str, str], 
         assert db_connection("iceprod_expired") is None
 
 
-def test_login_unreachable_issuer_names_oauth_url(env: dict[str, str], capsys) -> None:
+def test_login_unreachable_issuer_is_unreachable_not_a_config_error(env: dict[str, str], capsys) -> None:
+    """Issue 13 #1: an issuer that does not answer is an outage (exit 4), not a wrong oauth_url (2)."""
     import socket
 
     with socket.socket() as sock:
@@ -247,8 +248,8 @@ def test_login_unreachable_issuer_names_oauth_url(env: dict[str, str], capsys) -
         "--no-qr",
     ]
     proc = cli(args, capsys)
-    assert proc.returncode == 2, proc.stderr
-    assert "oauth_url" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 4, proc.stderr
+    assert "oauth_url" in proc.stderr and "try again later" in proc.stderr and "Traceback" not in proc.stderr
     assert db_connection("iceprod_unreach") is None
 
 

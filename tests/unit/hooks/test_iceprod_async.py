@@ -46,11 +46,15 @@ async def test_async_forms_match_sync_ones(hook: IceProdHook, ip: LocalIceProd, 
     ip.grid.pause()  # the sync and async reads below must see the same task states
     progress = await hook.adataset_progress(dataset_id)
     assert progress.job_counts == {"processing": 2} and sum(progress.task_counts.values()) == 4
-    assert await hook.atask_counts(dataset_id) == hook.task_counts(dataset_id)
-    assert await hook.ajob_counts(dataset_id) == hook.job_counts(dataset_id)
-    assert await hook.atask_counts_by_name(dataset_id) == hook.task_counts_by_name(dataset_id)
-    assert await hook.alist_tasks(dataset_id, name="generate") == hook.list_tasks(dataset_id, name="generate")
-    assert await hook.aget_config(dataset_id) == hook.get_config(dataset_id)
+    assert await hook.atask_counts(dataset_id) == await asyncio.to_thread(hook.task_counts, dataset_id)
+    assert await hook.ajob_counts(dataset_id) == await asyncio.to_thread(hook.job_counts, dataset_id)
+    assert await hook.atask_counts_by_name(dataset_id) == await asyncio.to_thread(
+        hook.task_counts_by_name, dataset_id
+    )
+    assert await hook.alist_tasks(dataset_id, name="generate") == await asyncio.to_thread(
+        hook.list_tasks, dataset_id, name="generate"
+    )
+    assert await hook.aget_config(dataset_id) == await asyncio.to_thread(hook.get_config, dataset_id)
     ip.grid.resume()
     assert dataset_id in await hook.alist_datasets(users="alice")
     await hook.aset_priority(dataset_id, 0.7)
@@ -128,9 +132,9 @@ def test_clients_are_shared_per_process_and_per_loop(ip: LocalIceProd) -> None:
     assert shared_client(ip.api_url) is shared_client(ip.api_url + "/datasets")  # same origin
 
     async def clients() -> tuple[object, object]:
-        first = shared_async_client(ip.api_url)
+        first = await shared_async_client(ip.api_url)
         await asyncio.sleep(0)
-        return first, shared_async_client(ip.api_url)
+        return first, await shared_async_client(ip.api_url)
 
     loops = [asyncio.new_event_loop() for _ in range(2)]
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -235,3 +236,21 @@ def test_test_connection_never_raises(ip: LocalIceProd, monkeypatch: pytest.Monk
     )
     ok, message = IceProdHook("iceprod_broken", retry_limit=0).test_connection()
     assert not ok and message
+
+
+async def test_an_action_that_outlasts_its_timeout_names_its_request(
+    hook: IceProdHook, ip: LocalIceProd, dataset_id: str
+) -> None:
+    from airflow_provider_iceprod.exceptions import IceProdActionTimeoutError, IceProdTransientError
+
+    ip.actions.delay = 1.0  # each step of the request takes a second
+    with pytest.raises(IceProdActionTimeoutError, match="may still run") as info:
+        await hook.amaterialize(dataset_id, timeout=0.1)
+    assert isinstance(info.value, IceProdTransientError) and info.value.request_id
+    request_id = info.value.request_id
+    # The sync twin, off the event loop (a blocking call on the loop fails at once).
+    with pytest.raises(IceProdActionTimeoutError):
+        await asyncio.to_thread(hook.wait_for_action, "materialization", request_id, timeout=0.1)
+    ip.actions.delay = 0.02
+    done = await asyncio.to_thread(hook.wait_for_action, "materialization", request_id, timeout=10)
+    assert done.status == "complete"

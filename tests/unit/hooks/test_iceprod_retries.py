@@ -7,6 +7,7 @@ import time
 import pytest
 from hook_helpers import api_requests
 
+from airflow_provider_iceprod.auth.httpx_auth import IceProdAuth, StaticBearer
 from airflow_provider_iceprod.exceptions import (
     IceProdAuthError,
     IceProdError,
@@ -14,8 +15,9 @@ from airflow_provider_iceprod.exceptions import (
     IceProdTransientError,
 )
 from airflow_provider_iceprod.hooks.iceprod import IceProdHook
+from airflow_provider_iceprod.retry import RetrySettings
 from airflow_provider_iceprod.testing.server import LocalIceProd
-from airflow_provider_iceprod.transport import StaticBearer, Transport
+from airflow_provider_iceprod.transport import Transport
 
 ROUTE = "GET /datasets/{dataset_id}"
 
@@ -142,11 +144,7 @@ def test_retries_never_multiply_with_the_token_request(ip: LocalIceProd, dataset
 
 def test_form_body_without_token(ip: LocalIceProd) -> None:
     """The OIDC token endpoint: form body, no bearer token, OIDC error text kept."""
-    from airflow_provider_iceprod.transport import RetrySettings
-
-    transport = Transport(
-        ip.issuer_url, token_source=None, retry=RetrySettings(retry_delay=0.01), service="OIDC"
-    )
+    transport = Transport(ip.issuer_url, auth=None, retry=RetrySettings(retry_delay=0.01), service="OIDC")
     refresh = ip.issue_refresh_token("alice")
     doc = transport.request(
         "POST",
@@ -165,9 +163,7 @@ def test_form_body_without_token(ip: LocalIceProd) -> None:
 
 
 def test_static_bearer_transport(ip: LocalIceProd, dataset_id: str) -> None:
-    from airflow_provider_iceprod.transport import RetrySettings
-
     transport = Transport(
-        ip.api_url, token_source=StaticBearer(ip.access_token("alice")), retry=RetrySettings()
+        ip.api_url, auth=IceProdAuth(StaticBearer(ip.access_token("alice"))), retry=RetrySettings()
     )
     assert transport.request("GET", f"/datasets/{dataset_id}")["dataset_id"] == dataset_id

@@ -79,3 +79,28 @@ def test_local_server_rejects_unknown_user() -> None:
     )
     assert result.returncode == 2
     assert "unknown user 'mallory'" in result.stderr
+
+
+def test_write_json_makes_an_existing_world_readable_file_private(tmp_path: Path) -> None:
+    """Issue 13 #8: the file holds the service client's secret; an existing 0644 file became 0600."""
+    info_file = tmp_path / "iceprod.json"
+    info_file.write_text("old\n")
+    info_file.chmod(0o644)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "airflow_provider_iceprod.testing.cli", "--write-json", str(info_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        printed = json.loads(proc.stdout.readline() if proc.stdout else "")
+        wait_for(lambda: info_file.read_text().strip() not in ("", "old"), timeout=20)
+        assert json.loads(info_file.read_text()) == printed
+        assert stat.S_IMODE(info_file.stat().st_mode) == 0o600
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise

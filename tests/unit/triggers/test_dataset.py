@@ -134,6 +134,26 @@ async def test_transient_errors_are_tolerated_then_fatal(ip):
     assert "503" in event["message"]
 
 
+async def test_issuer_blips_during_discovery_count_as_transient_errors(ip):
+    """Issue 13 #1: dropped connections at the issuer's discovery are tolerated like any outage."""
+    from airflow_provider_iceprod.auth.cache import TOKEN_CACHE
+    from airflow_provider_iceprod.auth.oidc import clear_discovery_cache
+
+    ip.grid.task_duration = 0.1
+    dataset_id = ip.create_dataset(ONE_TASK)
+    TOKEN_CACHE.clear()
+    clear_discovery_cache()  # every triggerer start does discovery
+    ip.faults.add("openid-configuration", drop=True, times=2)  # retry_limit=1: the first poll fails
+    (event,) = await events(trigger(dataset_id, wait_options={"tolerate_errors": 1}))
+    assert event["status"] == "success"
+    TOKEN_CACHE.clear()
+    clear_discovery_cache()
+    ip.faults.add("openid-configuration", drop=True)
+    (event,) = await events(trigger(dataset_id, wait_options={"tolerate_errors": 0}))
+    assert (event["status"], event["error_type"]) == ("error", "IceProdTransientError")
+    assert "Check the connection's oauth_url" not in event["message"]
+
+
 HOOK_PARAMS = {
     "retry_limit": 3,
     "retry_delay": 2.0,
