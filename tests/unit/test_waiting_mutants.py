@@ -185,3 +185,107 @@ def test_an_unreadable_dataset_error_keeps_iceprod_s_answer_and_says_what_to_che
         f"IceProd dataset {DS} cannot be read: GET /datasets/y: 404 Dataset not found. Check the dataset id or number."
     )
     assert (error.dataset_id, error.status_code, error.iceprod_message) == (DS, 404, "Dataset not found")
+
+
+def test_the_early_success_verdict_and_its_truncated_note() -> None:
+    verdict = evaluate(_p(jobs={"complete": 4}), WaitOptions(), WaitState(), 0.0)
+    assert (verdict.done, verdict.outcome, verdict.status) == (True, "success", "success")
+    assert verdict.message.endswith(
+        "jobs are complete; IceProd will mark it complete on its next pass (status now 'processing')."
+    )
+    assert "truncated" not in verdict.message
+    truncated = evaluate(_p(jobs={"complete": 2}, truncated=True), WaitOptions(), WaitState(), 0.0)
+    assert ": all 2 jobs are complete (truncated dataset); IceProd" in truncated.message
+
+
+def test_failed_task_names_are_added_to_a_stall_only() -> None:
+    from airflow_provider_iceprod.waiting import with_failed_task_names
+
+    stalled = evaluate(
+        _p(jobs={"processing": 1}, tasks={"failed": 3, "idle": 1}),
+        WaitOptions(stall_polls=1),
+        WaitState(),
+        0.0,
+    )
+    named = with_failed_task_names(
+        stalled, {"b": {"failed": 2}, "a": {"failed": 1, "complete": 4}, "c": {"idle": 1}}
+    )
+    assert (named.done, named.outcome, named.status) == (True, "stalled", "failed")
+    assert named.message == f"{stalled.message} Failed tasks: a (1), b (2)."
+    assert with_failed_task_names(stalled, {"c": {"idle": 1}}) is stalled
+
+
+def test_events_carry_status_outcome_message_and_progress() -> None:
+    from airflow_provider_iceprod.waiting import error_event, timeout_event, verdict_event
+
+    progress = _p("complete", jobs={"complete": 4}, tasks={"complete": 8})
+    verdict = evaluate(progress, WaitOptions(), WaitState(), 0.0)
+    assert verdict_event(verdict, progress) == {
+        "status": "success",
+        "dataset_id": DS,
+        "outcome": "success",
+        "message": verdict.message,
+        "progress": progress.as_dict(),
+    }
+    late = timeout_event(DS, 0.0, progress)
+    assert late == {
+        "status": "timeout",
+        "dataset_id": DS,
+        "outcome": "timeout",
+        "message": f"Timed out waiting for IceProd dataset {DS}: the deadline 1970-01-01 00:00:00 UTC passed.",
+        "progress": progress.as_dict(),
+    }
+    assert timeout_event(DS, 0.0)["progress"] is None
+    from airflow_provider_iceprod.exceptions import IceProdTransientError
+
+    broken = error_event(DS, IceProdTransientError("GET /x: 503 server overloaded"))
+    assert broken == {
+        "status": "error",
+        "dataset_id": DS,
+        "outcome": "error",
+        "message": "IceProdTransientError: GET /x: 503 server overloaded",
+        "progress": None,
+        "error_type": "IceProdTransientError",
+    }
+
+
+def test_the_progress_line_in_full() -> None:
+    state = WaitState(samples=[[0.0, 0.0], [10.0, 5.0]])  # 0.5 task/s
+    line = describe_progress(
+        _p("processing", jobs={"complete": 1, "processing": 3}, tasks={"complete": 5, "processing": 3}), state
+    )
+    assert line == (
+        f"IceProd dataset 7 ({DS}) [processing]: jobs 1/4 complete, tasks {{complete: 5, processing: 3}}, "
+        "62.5%, ETA 0:00:06"
+    )
+    empty = describe_progress(_p("", truncated=True), WaitState())
+    assert (
+        empty
+        == f"IceProd dataset 7 ({DS}) [?, truncated]: jobs 0/4 complete, no tasks materialized yet, 0.0%, ETA unknown"
+    )
+
+
+def test_the_eta_without_tasks_submitted_counts_the_tasks_seen() -> None:
+    progress = DatasetProgress(
+        dataset_id=DS,
+        dataset=7,
+        status="processing",
+        truncated=False,
+        jobs_submitted=2,
+        tasks_submitted=0,
+        job_counts={"processing": 2},
+        task_counts={"complete": 4, "processing": 6},
+    )
+    state = WaitState(samples=[[0.0, 0.0], [4.0, 4.0]])  # 1 task/s
+    assert eta_seconds(progress, state) == 6.0
+    done = DatasetProgress(
+        dataset_id=DS,
+        dataset=7,
+        status="processing",
+        truncated=False,
+        jobs_submitted=1,
+        tasks_submitted=4,
+        job_counts={},
+        task_counts={"complete": 4},
+    )
+    assert eta_seconds(done, WaitState(samples=[[0.0, 0.0], [4.0, 4.0]])) == 0.0
