@@ -289,3 +289,18 @@ def test_the_eta_without_tasks_submitted_counts_the_tasks_seen() -> None:
         task_counts={"complete": 4},
     )
     assert eta_seconds(done, WaitState(samples=[[0.0, 0.0], [4.0, 4.0]])) == 0.0
+
+
+def test_option_boundaries_that_are_allowed() -> None:
+    options = WaitOptions(poll_interval=0.5, tolerate_errors=0)
+    assert options.poll_interval == 0.5 and options.tolerate_errors == 0
+    assert isinstance(WaitOptions(poll_interval=2).poll_interval, float)
+    assert WaitOptions.from_dict({"target_states": "suspended"}).target_states == ("suspended",)
+    assert WaitOptions.from_dict({}).target_states == ("complete",)
+
+
+def test_an_unchanged_count_keeps_the_rate_window() -> None:
+    state = WaitState()
+    for t, done in ((0.0, 0.0), (10.0, 10.0), (20.0, 10.0)):  # no progress in the last poll
+        state.record_sample(t, int(done))
+    assert len(state.samples) == 3 and state.rate() == 0.5
