@@ -5,7 +5,7 @@ VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 
-.PHONY: install browser demo test lint typecheck unit docs screenshots bench clean fidelity-venv fidelity distributed-deps distributed-ci test-distributed install-af32
+.PHONY: install browser demo test lint typecheck unit docs screenshots bench clean fidelity-venv fidelity distributed-deps distributed-ci test-distributed install-af32 mutation
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -94,5 +94,12 @@ bench: install
 	done
 	PATH="$(BIN):$$PATH" $(BIN)/python benchmarks/trigger_scale.py --datasets 10000 --coalesced-only --write docs/performance.md
 
+# Mutation testing (mutmut) of the modules named in scripts/mutation.py, each against its own tests.
+# Not part of `make test`: it takes minutes per module. MODULES="waiting auth.cache" picks some.
+mutation: install
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test,testing,docs,cli,mutation]' \
+	  || $(BIN)/python -m pip install --quiet -e '.[test,testing,docs,cli,mutation]'
+	PATH="$(BIN):$$PATH" $(BIN)/python scripts/mutation.py $(MODULES)
+
 clean:
-	rm -rf $(VENV) $(VENV32) $(CURDIR)/.fidelity-venv $(CURDIR)/.airflow site .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) $(VENV32) $(CURDIR)/.fidelity-venv $(CURDIR)/.airflow site .pytest_cache .mypy_cache .ruff_cache .coverage .mutation

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -55,6 +55,17 @@ if TYPE_CHECKING:
     from airflow_provider_iceprod.waiting import WaitOptions
 
 ON_EXISTING_FAILED = ("reset", "resubmit", "fail")
+
+
+def decided_status(progress: Mapping[str, Any], target_states: Sequence[str]) -> str:
+    """The dataset status a successful wait decided on, for the asset event.
+
+    IceProd's status when it is a target state; otherwise the wait ended on the job counts (every
+    job complete, before IceProd's cron marks the dataset), which means ``complete``, even when the
+    dataset read of that same poll still said ``processing``.
+    """
+    status = str(progress.get("status") or "")
+    return status if status in target_states else "complete"
 
 
 class IceProdSubmitDatasetOperator(BaseOperator):
@@ -447,7 +458,7 @@ class IceProdSubmitDatasetOperator(BaseOperator):
             context,
             dataset_id,
             int(dataset),
-            status=str(progress.get("status") or "complete"),
+            status=decided_status(progress, self.target_states),
             job_counts=progress.get("job_counts") or {},
             task_counts=progress.get("task_counts") or {},
         )

@@ -56,18 +56,8 @@ def test_timeout_in_every_mode_is_final(wait_dags, ip, slow, dag_id, soft_fail):
     assert ip.dataset(dataset_id)["status"] == "processing"
 
 
-def test_reschedule_mode_keeps_the_stall_counter_across_reschedules(wait_dags, ip, stalled):
-    dataset_id = stalled()
-    dags = wait_dags(dataset=dataset_id, poke=0.2, timeout=60, stall_polls=3, retries=2)
-    ip.reset_counters()
-    started = time.monotonic()
-    ti = _ti(dags.iceprod_test_wait_reschedule.test())
-    assert ti.state == "failed"
-    assert ti.try_number == 1  # a stall fails the task without retries
-    assert time.monotonic() - started < 30  # far from the 60 s timeout: the stall was detected
-    # one poke per reschedule, three stalled-looking polls at least, then one by-name lookup
-    assert ip.counters.get("GET /datasets/{dataset_id}/task_counts/status") >= 3
-    assert ip.counters.get("GET /datasets/{dataset_id}/task_counts/name_status") == 1
+# Reschedule mode and its stall counter: tests/integration/test_wait_reschedule_state.py (a fresh
+# operator object per poke, as in production).
 
 
 def test_dataset_by_number_and_templated(wait_dags, ip):

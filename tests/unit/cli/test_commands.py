@@ -360,6 +360,40 @@ def test_no_command_prints_help(capsys) -> None:
     from airflow_provider_iceprod.cli import main
 
     assert main([]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("usage: airflow-iceprod")
+    for command in ("login", "status", "refresh", "logout", "local-server"):
+        assert command in out
+
+
+def test_login_deletes_an_older_overlay_that_would_shadow_it(
+    ip: LocalIceProd, env: dict[str, str], capsys
+) -> None:
+    """A new login writes the connection and deletes the token-state overlay: an overlay left from the
+    previous login (here bob's, even stamped newer) must not win over the token just obtained."""
+    from airflow.models import Variable
+    from airflow.utils.session import create_session
+
+    conn_id = "iceprod_relogin"
+    put_db_connection(ip, conn_id, "bob")
+    key = f"iceprod_token_state__{conn_id}"
+    stale = {
+        "refresh_token": ip.issue_refresh_token("bob"),
+        "saved_at": time.time() + 3600,
+        "issuer": ip.issuer_url,
+        "client_id": "iceprod-public",
+        "fingerprint_of_base": "",
+    }
+    with create_session() as session:
+        session.add(Variable(key=key, val=json.dumps(stale)))
+    assert "Logged in as:  bob" in cli(["status", "--conn-id", conn_id], capsys).stdout  # it shadows
+
+    login = cli(login_args(ip, conn_id, "--no-qr"), capsys)  # the device flow approves alice
+    assert login.returncode == 0, login.stderr
+    assert db_variable(key) is None
+    status = cli(["status", "--conn-id", conn_id], capsys)
+    assert status.returncode == 0, status.stderr
+    assert "Logged in as:  alice" in status.stdout
 
 
 def _race_worker(conn_id: str, env_conn: str | None, lock_dir: str, barrier: Any, results: Any) -> None:

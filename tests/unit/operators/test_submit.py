@@ -304,10 +304,17 @@ def test_on_kill_does_nothing_when_not_waiting_or_disabled(iceprod_connection) -
     assert ip.counters.total() == 0
 
 
-def test_on_kill_swallows_errors(iceprod_connection) -> None:
+def test_on_kill_swallows_errors(iceprod_connection, capsys) -> None:
+    ip = iceprod_connection
     op = _submit(iceprod_conn_id="no_such_connection")
     op._dataset_id, op._waiting = "0" * 32, True
-    op.on_kill()  # must not raise
+    capsys.readouterr()
+    op.on_kill()  # must not raise...
+    # ...but says why it could not suspend (Airflow's task logger writes to the console here)
+    captured = capsys.readouterr()
+    warning = [line for line in (captured.out + captured.err).splitlines() if "on_kill: could not" in line]
+    assert len(warning) == 1 and "0" * 32 in warning[0] and "no_such_connection" in warning[0]
+    assert ip.counters.total() == 0
 
 
 # ----------------------------------------------------------------------------------- assets

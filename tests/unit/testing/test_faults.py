@@ -54,13 +54,13 @@ def test_503_with_retry_after_and_429(iceprod_server: LocalIceProd, alice: Api) 
 
 
 def test_templated_route_pattern_and_latency(iceprod_server: LocalIceProd, alice: Api) -> None:
-    iceprod_server.faults.add(r"GET /datasets/\{dataset_id\}$", latency=0.3, times=1)
+    fault = iceprod_server.faults.add(r"GET /datasets/\{dataset_id\}$", latency=0.3, times=1)
     start = time.monotonic()
     assert alice("GET", "/datasets/0123abcd").status_code == 403
-    assert time.monotonic() - start >= 0.3
-    start = time.monotonic()
+    assert time.monotonic() - start >= 0.3  # a lower bound: the server really slept
+    assert fault.hits == 1 and len(iceprod_server.faults) == 0  # used up
     alice("GET", "/datasets/0123abcd")
-    assert time.monotonic() - start < 0.3
+    assert fault.hits == 1  # the second request met no fault
 
 
 @pytest.mark.parametrize("when", ["before", "after"])

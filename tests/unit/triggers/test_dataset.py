@@ -125,7 +125,7 @@ async def test_deadline_gives_a_timeout_event(ip, slow):
     dataset_id = slow()
     started = time.monotonic()
     (event,) = await events(trigger(dataset_id, deadline=3.0))
-    assert 2.9 < time.monotonic() - started < 8
+    assert 2.9 < time.monotonic() - started < 30  # not before the deadline; generous after it
     assert (event["status"], event["dataset_id"]) == ("timeout", dataset_id)
     assert event["progress"]["status"] == "processing"  # the last thing seen
 
@@ -336,7 +336,7 @@ async def test_on_kill_suspends_only_with_cancel_on_kill(ip, slow):
     assert ip.counters.get("POST /actions/dataset_status") == 1
 
 
-async def test_on_kill_leaves_finished_datasets_alone_and_never_raises(ip, monkeypatch):
+async def test_on_kill_leaves_finished_datasets_alone_and_never_raises(ip, monkeypatch, capsys):
     ip.grid.task_duration = 0.05
     done = ip.create_dataset(ONE_TASK)
     await asyncio.to_thread(wait_for_status, ip, done, "complete")
@@ -347,7 +347,11 @@ async def test_on_kill_leaves_finished_datasets_alone_and_never_raises(ip, monke
     monkeypatch.setenv(
         "AIRFLOW_CONN_ICEPROD_DEFAULT", '{"conn_type": "iceprod", "host": "http://127.0.0.1:9"}'
     )
+    capsys.readouterr()
     await trigger(done, cancel_on_kill=True).on_kill()
+    captured = capsys.readouterr()  # the trigger's logger writes to the console here
+    logged = [line for line in (captured.out + captured.err).splitlines() if "Could not suspend" in line]
+    assert len(logged) == 1 and done in logged[0]
 
 
 async def test_a_cancel_that_arrives_with_an_update_ends_the_trigger(ip, slow):

@@ -321,3 +321,33 @@ def test_trigger_identity_is_stable_across_dag_parses() -> None:
         return BaseEventTrigger.hash(*trigger.serialize())
 
     assert parse() == parse()
+
+
+async def test_a_suspended_dataset_event_carries_its_final_counts(ip) -> None:
+    """The event of a dataset that entered ``suspended`` holds its job and task counts as IceProd
+    has them then (fetched once by the poller), not ``None`` and not the counts of a running dataset."""
+    from collections import Counter
+
+    from airflow_provider_iceprod.hooks.iceprod import IceProdHook
+
+    watcher = await Watcher(status=["suspended", "complete"], owner="alice").start()
+    ip.grid.task_duration = 60.0
+    paused = ip.create_dataset(ONE_TASK, jobs_submitted=3, materialize=True, description="to suspend")
+    hook = IceProdHook("iceprod_default", retry_limit=1, retry_delay=0.01)
+    await asyncio.to_thread(hook.suspend_dataset, paused)
+    await finished(ip, paused, status="suspended")
+    await until(lambda: len(watcher.events) >= 1)
+    (event,) = watcher.events
+    assert event["status"] == "suspended"
+    assert event["task_counts"] == ip.task_counts(paused) == {"suspended": 3}
+    assert event["job_counts"] == dict(Counter(j["status"] for j in ip.jobs(paused))) == {"suspended": 3}
+
+    # resumed and complete: the counts of that status, not the ones fetched for "suspended"
+    ip.grid.task_duration = 0.05
+    await asyncio.to_thread(hook.resume_dataset, paused)
+    await finished(ip, paused, status="complete")
+    await until(lambda: len(watcher.events) >= 2)
+    await watcher.stop()
+    done = watcher.events[1]
+    assert done["status"] == "complete"
+    assert (done["job_counts"], done["task_counts"]) == ({"complete": 3}, {"complete": 3})
