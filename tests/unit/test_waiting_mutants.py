@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from airflow_provider_iceprod.models import DatasetProgress
-from airflow_provider_iceprod.waiting import WaitOptions, WaitState, describe_progress, eta_seconds, evaluate
+from airflow_provider_iceprod.wait_progress import eta_seconds
+from airflow_provider_iceprod.waiting import WaitOptions, WaitState, evaluate
 
 DS = "0123456789abcdef0123456789abcdef"
 
@@ -23,31 +24,6 @@ def _progress(complete: int, total: int = 100) -> DatasetProgress:
         if complete
         else {"processing": total},
     )
-
-
-def test_eta_forgets_the_old_rate_when_counts_go_down() -> None:
-    """Complete counts that drop (tasks reset in IceProd) make the old rate meaningless: the ETA
-    is unknown until two new samples exist, then it comes from the new samples only."""
-    options, state = WaitOptions(), WaitState()
-    for t, done in ((0.0, 0), (10.0, 10), (20.0, 20)):  # 1 task/s
-        evaluate(_progress(done), options, state, t)
-    assert eta_seconds(_progress(20), state) == 80.0
-
-    evaluate(_progress(5), options, state, 30.0)  # a reset: 20 -> 5
-    assert eta_seconds(_progress(5), state) is None
-    assert "ETA unknown" in describe_progress(_progress(5), state)
-
-    evaluate(_progress(15), options, state, 130.0)  # 10 tasks in 100 s: 0.1 task/s
-    assert eta_seconds(_progress(15), state) == 850.0
-    assert "ETA 0:14:10" in describe_progress(_progress(15), state)
-
-
-def test_eta_from_the_window_of_samples() -> None:
-    """The rate is measured over the whole sample window (first to last), not the last step."""
-    options, state = WaitOptions(), WaitState()
-    for t, done in ((0.0, 0), (10.0, 20), (40.0, 40)):  # 40 tasks in 40 s; the last step is slower
-        evaluate(_progress(done), options, state, t)
-    assert eta_seconds(_progress(40), state) == 60.0
 
 
 # ------------------------------------------------ found by `make mutation` (mutmut on waiting.py)
@@ -131,15 +107,6 @@ def test_all_complete_tasks_without_failures_are_no_stall() -> None:
     assert state.stall_count == 0 and not verdict.done
 
 
-def test_the_job_count_check_at_its_boundaries() -> None:
-    one_job = _p(jobs={"complete": 1}, jobs_submitted=1)
-    assert evaluate(one_job, WaitOptions(), WaitState(), 0.0).outcome == "success"
-    truncated_one = _p(jobs={"complete": 1}, truncated=True, jobs_submitted=10)
-    assert evaluate(truncated_one, WaitOptions(), WaitState(), 0.0).outcome == "success"
-    none_submitted = _p(jobs={"complete": 1}, jobs_submitted=0)
-    assert evaluate(none_submitted, WaitOptions(), WaitState(), 0.0).outcome == "success"
-
-
 def test_no_rate_from_samples_at_one_time_or_one_count() -> None:
     same_time = WaitState(samples=[[5.0, 1.0], [5.0, 3.0]])
     assert same_time.rate() is None and eta_seconds(_progress(3), same_time) is None
@@ -185,17 +152,6 @@ def test_an_unreadable_dataset_error_keeps_iceprod_s_answer_and_says_what_to_che
         f"IceProd dataset {DS} cannot be read: GET /datasets/y: 404 Dataset not found. Check the dataset id or number."
     )
     assert (error.dataset_id, error.status_code, error.iceprod_message) == (DS, 404, "Dataset not found")
-
-
-def test_the_early_success_verdict_and_its_truncated_note() -> None:
-    verdict = evaluate(_p(jobs={"complete": 4}), WaitOptions(), WaitState(), 0.0)
-    assert (verdict.done, verdict.outcome, verdict.status) == (True, "success", "success")
-    assert verdict.message.endswith(
-        "jobs are complete; IceProd will mark it complete on its next pass (status now 'processing')."
-    )
-    assert "truncated" not in verdict.message
-    truncated = evaluate(_p(jobs={"complete": 2}, truncated=True), WaitOptions(), WaitState(), 0.0)
-    assert ": all 2 jobs are complete (truncated dataset); IceProd" in truncated.message
 
 
 def test_failed_task_names_are_added_to_a_stall_only() -> None:
@@ -249,58 +205,9 @@ def test_events_carry_status_outcome_message_and_progress() -> None:
     }
 
 
-def test_the_progress_line_in_full() -> None:
-    state = WaitState(samples=[[0.0, 0.0], [10.0, 5.0]])  # 0.5 task/s
-    line = describe_progress(
-        _p("processing", jobs={"complete": 1, "processing": 3}, tasks={"complete": 5, "processing": 3}), state
-    )
-    assert line == (
-        f"IceProd dataset 7 ({DS}) [processing]: jobs 1/4 complete, tasks {{complete: 5, processing: 3}}, "
-        "62.5%, ETA 0:00:06"
-    )
-    empty = describe_progress(_p("", truncated=True), WaitState())
-    assert (
-        empty
-        == f"IceProd dataset 7 ({DS}) [?, truncated]: jobs 0/4 complete, no tasks materialized yet, 0.0%, ETA unknown"
-    )
-
-
-def test_the_eta_without_tasks_submitted_counts_the_tasks_seen() -> None:
-    progress = DatasetProgress(
-        dataset_id=DS,
-        dataset=7,
-        status="processing",
-        truncated=False,
-        jobs_submitted=2,
-        tasks_submitted=0,
-        job_counts={"processing": 2},
-        task_counts={"complete": 4, "processing": 6},
-    )
-    state = WaitState(samples=[[0.0, 0.0], [4.0, 4.0]])  # 1 task/s
-    assert eta_seconds(progress, state) == 6.0
-    done = DatasetProgress(
-        dataset_id=DS,
-        dataset=7,
-        status="processing",
-        truncated=False,
-        jobs_submitted=1,
-        tasks_submitted=4,
-        job_counts={},
-        task_counts={"complete": 4},
-    )
-    assert eta_seconds(done, WaitState(samples=[[0.0, 0.0], [4.0, 4.0]])) == 0.0
-
-
 def test_option_boundaries_that_are_allowed() -> None:
     options = WaitOptions(poll_interval=0.5, tolerate_errors=0)
     assert options.poll_interval == 0.5 and options.tolerate_errors == 0
     assert isinstance(WaitOptions(poll_interval=2).poll_interval, float)
     assert WaitOptions.from_dict({"target_states": "suspended"}).target_states == ("suspended",)
     assert WaitOptions.from_dict({}).target_states == ("complete",)
-
-
-def test_an_unchanged_count_keeps_the_rate_window() -> None:
-    state = WaitState()
-    for t, done in ((0.0, 0.0), (10.0, 10.0), (20.0, 10.0)):  # no progress in the last poll
-        state.record_sample(t, int(done))
-    assert len(state.samples) == 3 and state.rate() == 0.5
