@@ -49,7 +49,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     # the checks (input validation before any request)
     "api.checks": (["api/checks.py"], ["tests/unit/api/test_checks.py"]),
     # the submit and reconcile flow (and the other multi-step flows)
-    "api.flows": (["api/flows.py"], ["tests/unit/hooks/test_iceprod_submit.py"]),
+    "api.submit_flow": (["api/submit_flow.py"], ["tests/unit/hooks/test_iceprod_submit.py"]),
     "operators.resume": (["operators/_resume.py"], ["tests/unit/operators/test_submit.py"]),
 }
 

@@ -11,7 +11,7 @@ import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Unpack
 
-from airflow_provider_iceprod.api import calls, checks, flows
+from airflow_provider_iceprod.api import calls, checks, flows, submit_flow
 from airflow_provider_iceprod.api.checks import SubmitArgs, SubmitRequest
 from airflow_provider_iceprod.hooks.driver import Factory, HookDriver, listed, one_call
 from airflow_provider_iceprod.models import ActionRequest, Dataset, SubmitResult
@@ -131,10 +131,10 @@ class ActionCalls(HookDriver):
 
     def find_dataset_by_marker(self, marker: str) -> Dataset | None:
         """The caller's dataset whose description carries ``[airflow:<marker>]``, if any."""
-        return self._run(lambda ctx: flows.find_dataset_by_marker(marker))
+        return self._run(lambda ctx: submit_flow.find_dataset_by_marker(marker))
 
     async def afind_dataset_by_marker(self, marker: str) -> Dataset | None:
-        return await self._arun(lambda ctx: flows.find_dataset_by_marker(marker))
+        return await self._arun(lambda ctx: submit_flow.find_dataset_by_marker(marker))
 
     # ----------------------------------------------------------------------------------------------
     # /actions/*
@@ -330,7 +330,7 @@ def _submit(
     sent_at: float | None,
     on_send: Callable[[float], None] | None,
 ) -> Factory[SubmitResult]:
-    return lambda ctx: flows.submit_dataset(
+    return lambda ctx: submit_flow.submit_dataset(
         request,
         ctx,
         on_request=on_request,
