@@ -26,6 +26,7 @@ def _login_connection(args: argparse.Namespace, existing: StoredConnection | Non
     conn.extra = dict(conn.extra)
     if args.api_url:
         conn.host = args.api_url
+        conn.port = None  # the new URL names its port; the Port field is rewritten from it below
     overrides = {
         "oauth_url": args.oauth_url,
         "client_id": args.client_id,

@@ -142,3 +142,23 @@ def test_secrets_on_the_command_line_are_warned_about(env: None, capsys) -> None
         ["logout", "--conn-id", "x", "--airflow-url", "http://127.0.0.1:9", "--airflow-token", "t"], capsys
     )
     assert "--airflow-token is visible" in text and "$AIRFLOW_ICEPROD_AIRFLOW_TOKEN" in text
+
+
+def test_a_new_api_url_replaces_the_stored_port() -> None:
+    """A second login with another --api-url must not trip over the port the first one stored."""
+    import argparse
+
+    from airflow_provider_iceprod.cli.login import _login_connection
+    from airflow_provider_iceprod.cli.stores import StoredConnection
+
+    old = StoredConnection(conn_id="c", host="http://127.0.0.1:1111", port=1111, extra={})
+    args = argparse.Namespace(
+        conn_id="c",
+        api_url="http://127.0.0.1:2222",
+        oauth_url="http://127.0.0.1:2222/auth/realms/IceCube",
+        client_id=None,
+        actions_url=None,
+        website_url=None,
+    )
+    conn = _login_connection(args, old)
+    assert (conn.host, conn.port) == ("http://127.0.0.1:2222", 2222)
