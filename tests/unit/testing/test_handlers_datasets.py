@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 
+import jwt
 import pytest
 from standin_helpers import TWO_TASK_CONFIG, Api, assert_error, new_dataset_body
 
@@ -42,12 +44,15 @@ def test_token_from_another_issuer_is_rejected(iceprod_server: LocalIceProd) -> 
 
 
 def test_expiry_after_lifetime_and_leeway() -> None:
-    with LocalIceProd(token_lifetime=1, auth_leeway=0) as ip:
+    # ``exp`` is whole seconds (floor(now) + lifetime), so a 1 s lifetime can be
+    # already over by the first call on a loaded machine: give it room, then wait
+    # until the token's own ``exp`` has passed.
+    with LocalIceProd(token_lifetime=5, auth_leeway=0) as ip:
         api = Api(ip, "alice")
         assert api("GET", "/datasets").status_code == 200
-        import time
-
-        time.sleep(2.1)
+        token = api.headers["Authorization"].removeprefix("Bearer ")
+        expires_at = jwt.decode(token, options={"verify_signature": False})["exp"]
+        time.sleep(max(0.0, expires_at + 1.1 - time.time()))
         assert_error(api("GET", "/datasets"), 403, "authentication failed")
 
 
