@@ -156,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", help=f"names from MODULES (default: all): {', '.join(MODULES)}")
     parser.add_argument("--list", action="store_true", help="show the modules and exit")
-    parser.add_argument("--max-children", type=int, default=2, help="parallel test processes (default 2)")
+    parser.add_argument(
+        "--max-children", type=int, default=1, help="parallel test processes (default 1: the machine is shared)"
+    )
     parser.add_argument("--target", type=float, default=90.0, help="minimum score per module, percent")
     args = parser.parse_args(argv)
     if args.list:
