@@ -35,7 +35,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     # the wait's verdicts
     "waiting": (["waiting.py"], ["tests/unit/test_waiting.py", "tests/unit/test_waiting_mutants.py"]),
     # the retry policy (pure; transport.py keeps the HTTP half)
-    "retry": (["retry.py"], ["tests/unit/test_retry.py"]),
+    "retry": (["retry.py"], ["tests/unit/test_retry.py", "tests/unit/test_retry_mutants.py"]),
     # the token cache and the token state
     "auth.cache": (
         ["auth/cache.py"],
