@@ -34,6 +34,12 @@ PACKAGE = "airflow_provider_iceprod"
 MODULES: dict[str, tuple[list[str], list[str]]] = {
     # the wait's verdicts
     "waiting": (["waiting.py"], ["tests/unit/test_waiting.py", "tests/unit/test_waiting_mutants.py"]),
+    # the wait's progress lines and ETA, and the events a trigger hands to the task
+    "wait_progress": (
+        ["wait_progress.py"],
+        ["tests/unit/test_waiting.py", "tests/unit/test_waiting_mutants.py"],
+    ),
+    "wait_events": (["wait_events.py"], ["tests/unit/test_waiting.py", "tests/unit/test_waiting_mutants.py"]),
     # the retry policy (pure; transport.py keeps the HTTP half)
     "retry": (["retry.py"], ["tests/unit/test_retry.py", "tests/unit/test_retry_mutants.py"]),
     # the token cache and the token state
@@ -157,7 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="*", help=f"names from MODULES (default: all): {', '.join(MODULES)}")
     parser.add_argument("--list", action="store_true", help="show the modules and exit")
     parser.add_argument(
-        "--max-children", type=int, default=1, help="parallel test processes (default 1: the machine is shared)"
+        "--max-children",
+        type=int,
+        default=1,
+        help="parallel test processes (default 1: the machine is shared)",
     )
     parser.add_argument("--target", type=float, default=90.0, help="minimum score per module, percent")
     args = parser.parse_args(argv)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from airflow_provider_iceprod.models import DatasetProgress
 from airflow_provider_iceprod.wait_progress import eta_seconds
 from airflow_provider_iceprod.waiting import WaitOptions, WaitState, evaluate
@@ -211,3 +213,151 @@ def test_option_boundaries_that_are_allowed() -> None:
     assert isinstance(WaitOptions(poll_interval=2).poll_interval, float)
     assert WaitOptions.from_dict({"target_states": "suspended"}).target_states == ("suspended",)
     assert WaitOptions.from_dict({}).target_states == ("complete",)
+
+
+# ------------------------------------- found by the 2026-11-29 rerun of `make mutation` (waiting.py)
+
+T0 = 1_764_400_000.0  # a real clock reading: a verdict must depend on durations, not on the epoch
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("target_states", ("done",)),
+        ("on_suspended", "retry"),
+        ("stall_polls", 0),
+        ("poll_interval", "5"),
+        ("poll_interval", -1),
+        ("tolerate_errors", -1),
+        ("tolerate_errors", True),
+        ("tolerate_errors", 1.5),
+        ("on_outage", "retry"),
+    ],
+)
+def test_a_bad_wait_option_names_itself_and_the_bad_value(option: str, value: object) -> None:
+    with pytest.raises(ValueError) as info:
+        WaitOptions(**{option: value})  # type: ignore[arg-type]
+    assert str(info.value).startswith(f"{option} must be ")
+    assert repr(value) in str(info.value) or repr(list(value)) in str(info.value)  # type: ignore[call-overload]
+
+
+def test_a_garbled_wait_state_says_so_and_a_half_eta_is_dropped() -> None:
+    with pytest.raises(ValueError, match=r"^wait_state is not a valid WaitState dict: "):
+        WaitState.from_dict({"polls": "many"})
+    state = WaitState.from_dict({"eta": [T0]})  # not a [time, seconds] pair: forgotten, not a crash
+    assert state.eta == [] and state.eta_at(T0 + 10) is None
+    state.samples = [[T0, 0.0], [T0 + 100, 10.0]]
+    state.update_eta(_progress(10), T0 + 100)
+    assert state.eta_at(T0 + 100) == pytest.approx(900.0)
+
+
+def test_the_rate_counts_the_jobs_done_during_the_wait_up_to_now() -> None:
+    state = WaitState(samples=[[T0, 5.0], [T0 + 100, 15.0]])  # 5 jobs were complete before the wait
+    assert state.rate() == pytest.approx(0.1)
+    assert state.rate(T0 + 200) == pytest.approx(0.05)  # a pause slows the rate down
+    assert state.rate(T0 + 50) == pytest.approx(0.1)  # never measured to before the last sample
+
+
+def test_the_eta_is_the_remaining_jobs_at_the_rate_up_to_now() -> None:
+    state = WaitState(samples=[[T0, 0.0], [T0 + 100, 10.0]])
+    state.update_eta(_progress(10), T0 + 200)  # 90 jobs left at 10 jobs per 200 s
+    assert state.eta == [T0 + 200, pytest.approx(1800.0)]
+    done = WaitState(samples=[[T0, 0.0], [T0 + 100, 100.0]])
+    done.update_eta(_progress(100), T0 + 100)
+    assert done.eta_at(T0 + 100) == 0.0  # nothing left: no time left
+
+
+def test_the_eta_counts_down_and_stops_at_zero() -> None:
+    state = WaitState(eta=[T0 + 50, 100.0])
+    assert state.eta_at(T0 + 80) == pytest.approx(70.0)
+    assert state.eta_at(T0 + 40) == pytest.approx(100.0)  # a clock step back does not add time
+    assert state.eta_at(T0 + 500) == 0.0
+
+
+def test_an_eta_rises_by_a_quarter_of_the_counted_down_one_or_a_minute() -> None:
+    slow = [[T0, 0.0], [T0 + 100, 1.0]]  # 99 jobs left at 1 per 150 s: a far higher raw ETA
+    state = WaitState(samples=[list(s) for s in slow], eta=[T0 + 50, 1000.0])
+    state.update_eta(_progress(1), T0 + 150)  # counted down to 900; may rise by 225
+    assert state.eta == [T0 + 150, pytest.approx(1125.0)]
+    state = WaitState(samples=[list(s) for s in slow], eta=[T0 + 50, 100.0])
+    state.update_eta(_progress(1), T0 + 150)  # counted down to 0; may rise by a minute
+    assert state.eta == [T0 + 150, pytest.approx(60.0)]
+
+
+def test_job_counts_alone_feed_the_eta() -> None:
+    """A poll with job counts but no task counts still records progress."""
+    state = WaitState()
+    for i, complete in enumerate((0, 10)):
+        jobs = {"processing": 100 - complete, "complete": complete} if complete else {"processing": 100}
+        evaluate(_p(jobs=jobs, jobs_submitted=100), WaitOptions(), state, T0 + 100 * i)
+    assert state.samples == [[T0, 0.0], [T0 + 100, 10.0]]
+    assert state.eta_at(T0 + 100) == pytest.approx(900.0)
+
+
+def test_a_one_job_dataset_succeeds_on_its_job_count() -> None:
+    for submitted in (0, 1):
+        verdict = evaluate(_p(jobs={"complete": 1}, jobs_submitted=submitted), WaitOptions(), WaitState(), T0)
+        assert (verdict.done, verdict.outcome, verdict.status) == (True, "success", "success")
+        assert verdict.message == (
+            f"IceProd dataset 7 ({DS}): all 1 jobs are complete; IceProd will mark it complete on its "
+            "next pass (status now 'processing')."
+        )
+
+
+def test_a_complete_dataset_with_tasks_to_rerun_counts_idle_and_queued_ones() -> None:
+    rerun = _p("complete", jobs={"processing": 4}, tasks={"idle": 2, "queued": 1, "complete": 5})
+    verdict = evaluate(rerun, WaitOptions(), WaitState(), T0)
+    assert (verdict.done, verdict.outcome) == (False, "running")
+    assert "is complete but 3 task(s) still run" in verdict.message
+    assert "IceProd re-runs the tasks of a complete dataset" in verdict.message
+
+
+def test_jobs_added_to_a_complete_dataset_tell_the_user_to_submit_a_new_one() -> None:
+    added = _p("complete", jobs={"complete": 4}, tasks={"complete": 8}, jobs_submitted=6)
+    verdict = evaluate(added, WaitOptions(), WaitState(), T0)
+    assert (verdict.done, verdict.outcome, verdict.status) == (True, "unreachable", "failed")
+    assert "4 of 6 jobs" in verdict.message and verdict.message.endswith("Submit a new dataset for them.")
+
+
+def _materialization(missing: int) -> DatasetProgress:
+    return _p(jobs={"complete": 4 - missing}, tasks={"complete": 8 - 2 * missing}, jobs_submitted=4)
+
+
+def test_a_failed_materialization_stalls_after_an_hour_of_the_wait_not_before() -> None:
+    from airflow_provider_iceprod.waiting import MATERIALIZATION_STALL_SECONDS
+
+    options = WaitOptions(stall_polls=3)
+    state = WaitState()
+    for at in (T0, T0 + 1800, T0 + MATERIALIZATION_STALL_SECONDS - 1):  # three polls, under an hour
+        verdict = evaluate(_materialization(1), options, state, at)
+        assert not verdict.done, verdict.message
+    # an hour, but fewer than stall_polls polls seen: not yet
+    few = WaitState(idle_since=T0)
+    assert not evaluate(_materialization(1), options, few, T0 + 2 * MATERIALIZATION_STALL_SECONDS).done
+    # the stall_polls-th poll, an hour after the first: stalled
+    state = WaitState()
+    for at in (T0, T0 + 1800):
+        assert not evaluate(_materialization(1), options, state, at).done
+    verdict = evaluate(_materialization(1), options, state, T0 + MATERIALIZATION_STALL_SECONDS + 60)
+    assert (verdict.done, verdict.outcome, verdict.status) == (True, "stalled", "failed")
+    assert verdict.message == (
+        f"IceProd dataset 7 ({DS}) stalled: 1 of 4 jobs were never created and nothing has been waiting, "
+        "queued, processing or failed for 3660 s (tasks {complete: 6}, jobs {complete: 3}). IceProd's "
+        "materialization failed, for example on a bad depends."
+    )
+
+
+def test_no_materialization_stall_without_missing_jobs_or_from_stale_counts() -> None:
+    from airflow_provider_iceprod.waiting import MATERIALIZATION_STALL_SECONDS
+
+    options = WaitOptions(stall_polls=1)
+    quiet = _p(jobs={"processing": 4}, tasks={"complete": 4}, jobs_submitted=4)  # all jobs exist
+    stale = WaitState()
+    fresh_jobs = WaitState()
+    for at in (T0, T0 + MATERIALIZATION_STALL_SECONDS, T0 + 2 * MATERIALIZATION_STALL_SECONDS):
+        assert not evaluate(quiet, options, WaitState(idle_since=T0, polls=5), at).done
+        verdict = evaluate(_materialization(1), options, stale, at, counts_fresh=False, jobs_fresh=True)
+        assert not verdict.done
+        verdict = evaluate(_materialization(1), options, fresh_jobs, at, counts_fresh=True, jobs_fresh=False)
+        assert not verdict.done
+    assert stale.idle_since is None and fresh_jobs.idle_since is None
