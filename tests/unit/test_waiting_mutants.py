@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from airflow_provider_iceprod.models import DatasetProgress
@@ -361,3 +363,76 @@ def test_no_materialization_stall_without_missing_jobs_or_from_stale_counts() ->
         verdict = evaluate(_materialization(1), options, fresh_jobs, at, counts_fresh=True, jobs_fresh=False)
         assert not verdict.done
     assert stale.idle_since is None and fresh_jobs.idle_since is None
+
+
+# ------------------------------ found by the 2026-11-29 run of `make mutation` (wait_progress.py)
+
+
+def test_a_progress_line_shows_status_truncation_counts_and_eta() -> None:
+    from airflow_provider_iceprod.wait_progress import describe_progress
+
+    state = WaitState(samples=[[T0, 0.0], [T0 + 100, 1.0]], eta=[T0 + 100, 900.0])
+    truncated = _p(jobs={"complete": 1, "processing": 3}, tasks={"complete": 2, "idle": 6}, truncated=True)
+    assert describe_progress(truncated, state, T0 + 400) == (
+        f"IceProd dataset 7 ({DS}) [processing, truncated]: jobs 1/4 complete (25.0%), "
+        "tasks {complete: 2, idle: 6}, ETA 0:10:00"
+    )
+    unknown = _p("", jobs={"complete": 1, "processing": 3})
+    assert describe_progress(unknown, WaitState(samples=[[T0, 1.0]]), T0) == (
+        f"IceProd dataset 7 ({DS}) [?]: jobs 1/4 complete (25.0%), no tasks materialized yet, "
+        "ETA unknown (no job finished since the wait began)"
+    )
+    assert describe_progress(_p(), WaitState(), T0) == (
+        f"IceProd dataset 7 ({DS}) [processing]: jobs 0/4 complete (0.0%), no tasks materialized yet, "
+        "ETA unknown (no job finished yet)"
+    )
+
+
+def test_a_dataset_without_a_known_number_is_named_by_its_id() -> None:
+    from airflow_provider_iceprod.wait_progress import dataset_label
+
+    nameless = DatasetProgress(DS, 0, "processing", False, 4, 8)
+    assert dataset_label(nameless) == f"IceProd dataset ({DS})"
+    verdict = evaluate(DatasetProgress(DS, 0, "errors", False, 4, 8), WaitOptions(), WaitState(), T0)
+    assert verdict.message.startswith(f"IceProd dataset ({DS}) is in status 'errors': jobs {{}}, tasks {{}}.")
+
+
+def test_the_eta_is_read_at_the_given_time_or_now() -> None:
+    state = WaitState(eta=[T0, 100.0])
+    assert eta_seconds(_p(), state, T0 + 30) == pytest.approx(70.0)
+    assert eta_seconds(_p(), state) == 0.0  # T0 is long past by the real clock
+    started = time.time()
+    fresh = WaitState(eta=[started, 3600.0])
+    assert 3500 < eta_seconds(_p(), fresh) <= 3600  # type: ignore[operator]
+    from airflow_provider_iceprod.wait_progress import describe_progress, progress_line
+
+    line = describe_progress(_p(), fresh)  # 1:00:00 or a few seconds less by the real clock
+    assert "ETA 0:59:" in line or line.endswith("ETA 1:00:00")
+    line = progress_line(_p(jobs={"processing": 4}), fresh)
+    assert line is not None and "ETA " in line
+    assert progress_line(_p(jobs={"processing": 4}), fresh) is None  # nothing changed since
+
+
+def test_progress_lines_use_the_poll_time_for_the_eta() -> None:
+    from airflow_provider_iceprod.wait_progress import HEARTBEAT_SECONDS, progress_line
+
+    state = WaitState(eta=[T0, 7200.0])
+    line = progress_line(_p(jobs={"processing": 4}), state, T0 + 600)
+    assert line is not None and line.endswith("ETA 1:50:00")
+    heartbeat = progress_line(_p(jobs={"processing": 4}), state, T0 + 600 + HEARTBEAT_SECONDS)
+    assert heartbeat is not None
+    assert heartbeat.startswith("Still waiting, no change in the last 0:30:00: IceProd dataset 7")
+    assert heartbeat.endswith("ETA 1:20:00")
+
+
+def test_a_change_in_the_job_counts_or_the_task_counts_alone_logs_a_line() -> None:
+    from airflow_provider_iceprod.wait_progress import progress_line
+
+    state = WaitState()
+    tasks = {"queued": 4, "idle": 4}
+    assert progress_line(_p(jobs={"processing": 4}, tasks=tasks), state, T0) is not None
+    assert progress_line(_p(jobs={"processing": 4}, tasks=tasks), state, T0 + 60) is None
+    moved_jobs = _p(jobs={"processing": 3, "complete": 1}, tasks=tasks)
+    assert progress_line(moved_jobs, state, T0 + 120) is not None
+    moved_tasks = _p(jobs={"processing": 3, "complete": 1}, tasks={"queued": 3, "processing": 1, "idle": 4})
+    assert progress_line(moved_tasks, state, T0 + 180) is not None
