@@ -311,7 +311,9 @@ def test_a_complete_dataset_with_tasks_to_rerun_counts_idle_and_queued_ones() ->
     verdict = evaluate(rerun, WaitOptions(), WaitState(), T0)
     assert (verdict.done, verdict.outcome) == (False, "running")
     assert "is complete but 3 task(s) still run" in verdict.message
-    assert "IceProd re-runs the tasks of a complete dataset" in verdict.message
+    assert verdict.message.endswith(
+        "(after a hard_reset, IceProd re-runs the tasks of a complete dataset); waiting for them."
+    )
 
 
 def test_jobs_added_to_a_complete_dataset_tell_the_user_to_submit_a_new_one() -> None:
@@ -436,3 +438,37 @@ def test_a_change_in_the_job_counts_or_the_task_counts_alone_logs_a_line() -> No
     assert progress_line(moved_jobs, state, T0 + 120) is not None
     moved_tasks = _p(jobs={"processing": 3, "complete": 1}, tasks={"queued": 3, "processing": 1, "idle": 4})
     assert progress_line(moved_tasks, state, T0 + 180) is not None
+
+
+# -------------------------------- found by the 2026-11-29 run of `make mutation` (wait_events.py)
+
+
+def test_a_bad_trigger_event_is_shown_in_the_error() -> None:
+    from airflow.sdk.exceptions import AirflowException
+
+    from airflow_provider_iceprod.wait_events import event_result
+
+    with pytest.raises(
+        AirflowException, match=r"^IceProd wait resumed without a valid trigger event \(got None\)"
+    ):
+        event_result(None)
+    odd = {"status": "finished", "dataset_id": DS}
+    with pytest.raises(AirflowException) as info:
+        event_result(odd)
+    assert str(info.value) == f"IceProd wait resumed with an unrecognised trigger event: {odd!r}"
+    with pytest.raises(AirflowException, match=r"malformed 'progress': \[1, 2\]"):
+        event_result({"status": "success", "dataset_id": DS, "progress": [1, 2]})
+
+
+def test_a_timeout_or_failure_event_keeps_its_message_or_names_the_dataset() -> None:
+    from airflow.sdk.exceptions import AirflowSensorTimeout
+
+    from airflow_provider_iceprod.exceptions import IceProdDatasetFailedError
+    from airflow_provider_iceprod.wait_events import event_result
+
+    with pytest.raises(AirflowSensorTimeout, match=r"^the deadline passed$"):
+        event_result({"status": "timeout", "dataset_id": DS, "message": "the deadline passed"})
+    with pytest.raises(AirflowSensorTimeout, match=rf"^IceProd dataset {DS}: timeout$"):
+        event_result({"status": "timeout", "dataset_id": DS})
+    with pytest.raises(IceProdDatasetFailedError, match=rf"^IceProd dataset {DS}: failed$"):
+        event_result({"status": "failed", "dataset_id": DS, "message": None})
