@@ -53,7 +53,10 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "auth.state": (["auth/state.py"], ["tests/unit/auth/test_state.py"]),
     # the checks (input validation before any request)
-    "api.checks": (["api/checks.py"], ["tests/unit/api/test_checks.py"]),
+    "api.checks": (
+        ["api/checks.py"],
+        ["tests/unit/api/test_checks.py", "tests/unit/api/test_checks_mutants.py"],
+    ),
     # the submit and reconcile flow (and the other multi-step flows)
     "api.submit_flow": (["api/submit_flow.py"], ["tests/unit/hooks/test_iceprod_submit.py"]),
     "operators.resume": (["operators/_resume.py"], ["tests/unit/operators/test_submit.py"]),
