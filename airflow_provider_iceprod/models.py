@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +107,23 @@ class DatasetProgress:
     tasks_submitted: int
     job_counts: dict[str, int] = field(default_factory=dict)
     task_counts: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(
+        cls, row: Mapping[str, Any], job_counts: Mapping[str, int], task_counts: Mapping[str, int]
+    ) -> DatasetProgress:
+        """From a dataset document (``GET /datasets/{id}``, a row of the dataset list, or an event's
+        ``progress``) and the job and task counts by status."""
+        return cls(
+            dataset_id=str(row["dataset_id"]),
+            dataset=int(row.get("dataset") or 0),
+            status=str(row.get("status") or ""),
+            truncated=bool(row.get("truncated", False)),
+            jobs_submitted=int(row.get("jobs_submitted") or 0),
+            tasks_submitted=int(row.get("tasks_submitted") or 0),
+            job_counts=dict(job_counts),
+            task_counts=dict(task_counts),
+        )
 
     @property
     def jobs_complete(self) -> int:

@@ -175,16 +175,7 @@ def dataset_progress(ref: Any, ctx: FlowContext) -> Flow[DatasetProgress]:
         calls.job_counts(dataset_id),
         calls.task_counts(dataset_id),
     )
-    return DatasetProgress(
-        dataset_id=dataset.dataset_id,
-        dataset=dataset.dataset,
-        status=dataset.status,
-        truncated=dataset.truncated,
-        jobs_submitted=dataset.jobs_submitted,
-        tasks_submitted=dataset.tasks_submitted,
-        job_counts=jobs,
-        task_counts=tasks,
-    )
+    return DatasetProgress.from_row(dataset.raw, jobs, tasks)
 
 
 # --------------------------------------------------------------------------------------------------
