@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 DATASET_STATUSES = ("processing", "suspended", "errors", "complete")
@@ -154,16 +154,8 @@ class DatasetProgress:
         return 100.0 * self.jobs_complete / total if total else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "dataset_id": self.dataset_id,
-            "dataset": self.dataset,
-            "status": self.status,
-            "truncated": self.truncated,
-            "jobs_submitted": self.jobs_submitted,
-            "tasks_submitted": self.tasks_submitted,
-            "job_counts": dict(self.job_counts),
-            "task_counts": dict(self.task_counts),
-        }
+        """Every field, plain JSON values (the counts copied)."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)
