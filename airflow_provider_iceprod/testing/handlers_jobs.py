@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from typing import Any
 
 from airflow_provider_iceprod.testing.handlers_base import BaseHandler, api
 from airflow_provider_iceprod.testing.states import (
     JOB_STATUS,
     ApiError,
+    found,
+    ids_by_status,
+    matching,
+    moves,
     prev_statuses,
     project,
     split_arg,
@@ -19,7 +23,7 @@ from airflow_provider_iceprod.testing.store import Caller
 BULK_LIMIT = 100000
 
 
-def _int_arg(value: Any, name: str) -> int:
+def int_arg(value: Any, name: str) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -39,6 +43,16 @@ def selected_ids(handler: BaseHandler, field: str) -> list[str] | None:
     return None
 
 
+def status_from_body(handler: BaseHandler, machine: dict[str, list[str]]) -> str:
+    """The new status of a job or task status PUT."""
+    data = handler.json_body()
+    if not data or "status" not in data:
+        raise ApiError(400, "Missing status in body")
+    if data["status"] not in machine:
+        raise ApiError(400, "Bad status")
+    return str(data["status"])
+
+
 class DatasetMultiJobsHandler(BaseHandler):
     ROUTE = "/datasets/{dataset_id}/jobs"
 
@@ -48,16 +62,10 @@ class DatasetMultiJobsHandler(BaseHandler):
         if any(s not in JOB_STATUS for s in statuses):
             raise ApiError(400, "Unknown status")
         job_index = self.arg("job_index")
-        index = _int_arg(job_index, "job_index") if job_index else None
+        indexes = (int_arg(job_index, "job_index"),) if job_index else ()
         keys = self.arg("keys", "")
-        out = {}
-        for job_id, job in self.ctx.store.dataset_jobs(dataset_id).items():
-            if statuses and job["status"] not in statuses:
-                continue
-            if index is not None and job["job_index"] != index:
-                continue
-            out[job_id] = project(job, keys, "job_id")
-        self.write_json(out)
+        jobs = matching(self.ctx.store.dataset_jobs(dataset_id), status=statuses, job_index=indexes)
+        self.write_json({job_id: project(job, keys, "job_id") for job_id, job in jobs})
 
 
 class DatasetJobsHandler(BaseHandler):
@@ -65,9 +73,7 @@ class DatasetJobsHandler(BaseHandler):
 
     @api(acl="read")
     def get(self, caller: Caller, dataset_id: str, job_id: str) -> None:
-        job = self.ctx.store.dataset_jobs(dataset_id).get(job_id)
-        if job is None:
-            raise ApiError(404, "Job not found")
+        job = found(self.ctx.store.dataset_jobs(dataset_id).get(job_id), "Job")
         self.write_json(project(job, None, "job_id"))
 
 
@@ -76,18 +82,10 @@ class DatasetJobsStatusHandler(BaseHandler):
 
     @api(acl="write")
     def put(self, caller: Caller, dataset_id: str, job_id: str) -> None:
-        data = self.json_body()
-        if not data or "status" not in data:
-            raise ApiError(400, "Missing status in body")
-        if data["status"] not in JOB_STATUS:
-            raise ApiError(400, "Bad status")
-        job = self.ctx.store.dataset_jobs(dataset_id).get(job_id)
-        if job is None:
-            raise ApiError(404, "Job not found")
-        if job["status"] in prev_statuses(JOB_STATUS, data["status"]):
-            self.ctx.store.set_job_status(job, data["status"])
-        elif job["status"] != data["status"]:
-            raise ApiError(400, "Bad state transition for status")
+        status = status_from_body(self, JOB_STATUS)
+        job = found(self.ctx.store.dataset_jobs(dataset_id).get(job_id), "Job")
+        if moves(JOB_STATUS, job["status"], status):
+            self.ctx.store.set_job_status(job, status)
         self.write_json({})
 
 
@@ -153,10 +151,7 @@ class DatasetJobSummariesStatusHandler(BaseHandler):
 
     @api(acl="read")
     def get(self, caller: Caller, dataset_id: str) -> None:
-        out: dict[str, list[str]] = defaultdict(list)
-        for job_id, job in self.ctx.store.dataset_jobs(dataset_id).items():
-            out[job["status"]].append(job_id)
-        self.write_json(status_sorted(JOB_STATUS, out))
+        self.write_json(ids_by_status(JOB_STATUS, self.ctx.store.dataset_jobs(dataset_id)))
 
 
 class DatasetJobCountsStatusHandler(BaseHandler):

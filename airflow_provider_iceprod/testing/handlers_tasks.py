@@ -7,11 +7,15 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from airflow_provider_iceprod.testing.handlers_base import BaseHandler, api
-from airflow_provider_iceprod.testing.handlers_jobs import BULK_LIMIT, selected_ids
+from airflow_provider_iceprod.testing.handlers_jobs import BULK_LIMIT, int_arg, selected_ids, status_from_body
 from airflow_provider_iceprod.testing.states import (
     RESOURCE_DEFAULTS,
     TASK_STATUS,
     ApiError,
+    found,
+    ids_by_status,
+    matching,
+    moves,
     prev_statuses,
     project,
     split_arg,
@@ -37,26 +41,17 @@ class DatasetMultiTasksHandler(BaseHandler):
             raise ApiError(400, "Unknown task status")
         names = split_arg(self.arg("name"))
         job_id = self.arg("job_id")
-        job_index_arg = self.arg("job_index")
-        job_index = None
-        if job_index_arg:
-            try:
-                job_index = int(job_index_arg)
-            except (TypeError, ValueError):
-                raise ApiError(400, 'Bad argument "job_index": must be integer') from None
+        job_index = self.arg("job_index")
+        indexes = (int_arg(job_index, "job_index"),) if job_index else ()
         keys = self.arg("keys", "")
-        out = {}
-        for task_id, task in self.ctx.store.dataset_tasks(dataset_id).items():
-            if statuses and task["status"] not in statuses:
-                continue
-            if names and task["name"] not in names:
-                continue
-            if job_id and task["job_id"] != job_id:
-                continue
-            if job_index is not None and task["job_index"] != job_index:
-                continue
-            out[task_id] = project(task, keys, "task_id")
-        self.write_json(out)
+        tasks = matching(
+            self.ctx.store.dataset_tasks(dataset_id),
+            status=statuses,
+            name=names,
+            job_id=(job_id,) if job_id else (),
+            job_index=indexes,
+        )
+        self.write_json({task_id: project(task, keys, "task_id") for task_id, task in tasks})
 
 
 class DatasetTasksHandler(BaseHandler):
@@ -64,9 +59,7 @@ class DatasetTasksHandler(BaseHandler):
 
     @api(acl="read")
     def get(self, caller: Caller, dataset_id: str, task_id: str) -> None:
-        task = self.ctx.store.dataset_tasks(dataset_id).get(task_id)
-        if task is None:
-            raise ApiError(404, "Task not found")
+        task = found(self.ctx.store.dataset_tasks(dataset_id).get(task_id), "Task")
         self.write_json(project(task, self.arg("keys", ""), "task_id"))
 
 
@@ -75,19 +68,11 @@ class DatasetTasksStatusHandler(BaseHandler):
 
     @api(acl="write")
     def put(self, caller: Caller, dataset_id: str, task_id: str) -> None:
-        data = self.json_body()
-        if not data or "status" not in data:
-            raise ApiError(400, "Missing status in body")
-        if data["status"] not in TASK_STATUS:
-            raise ApiError(400, "Bad status")
-        task = self.ctx.store.dataset_tasks(dataset_id).get(task_id)
-        if task is None:
-            raise ApiError(404, "Task not found")
-        if task["status"] in prev_statuses(TASK_STATUS, data["status"]):
-            self.ctx.store.set_task_status(task, data["status"], self.ctx.clock())
+        status = status_from_body(self, TASK_STATUS)
+        task = found(self.ctx.store.dataset_tasks(dataset_id).get(task_id), "Task")
+        if moves(TASK_STATUS, task["status"], status):
+            self.ctx.store.set_task_status(task, status, self.ctx.clock())
             task["instance_id"] = ""
-        elif task["status"] != data["status"]:
-            raise ApiError(400, "Bad state transition for status")
         self.write_json({})
 
 
@@ -96,10 +81,7 @@ class DatasetTaskSummaryStatusHandler(BaseHandler):
 
     @api(acl="read")
     def get(self, caller: Caller, dataset_id: str) -> None:
-        out: dict[str, list[str]] = defaultdict(list)
-        for task_id, task in self.ctx.store.dataset_tasks(dataset_id).items():
-            out[task["status"]].append(task_id)
-        self.write_json(status_sorted(TASK_STATUS, out))
+        self.write_json(ids_by_status(TASK_STATUS, self.ctx.store.dataset_tasks(dataset_id)))
 
 
 class TaskCountsStatusHandler(BaseHandler):
