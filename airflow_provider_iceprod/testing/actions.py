@@ -414,32 +414,10 @@ class ActionQueue:
         touch_tasks: bool = True,
     ) -> None:
         """The task and job ``bulk_suspend|bulk_reset|bulk_hard_reset`` calls IceProd's runs make."""
-        now = self._clock()
         if touch_tasks:
-            task_from = {
-                "suspend": prev_statuses(TASK_STATUS, "suspended"),
-                "reset": prev_statuses(TASK_STATUS, "idle"),
-                "hard_reset": list(TASK_STATUS),
-            }[action]
-            for task in self._store.dataset_tasks(dataset_id).values():
-                if jobs is not None and task["job_id"] not in jobs:
-                    continue
-                if tasks is not None and task["task_id"] not in tasks:
-                    continue
-                if task["status"] in task_from:
-                    self._store.set_task_status(task, "suspended" if action == "suspend" else "idle", now)
-                    task["instance_id"] = ""
-                    if action == "hard_reset":
-                        task["failures"], task["site"] = 0, ""
+            self._store.bulk_tasks(dataset_id, action, self._clock(), jobs=jobs, tasks=tasks)
         if touch_jobs:
-            job_from = {
-                "suspend": prev_statuses(JOB_STATUS, "suspended"),
-                "reset": prev_statuses(JOB_STATUS, "processing"),
-                "hard_reset": list(JOB_STATUS),
-            }[action]
-            for job_id, job in self._store.dataset_jobs(dataset_id).items():
-                if (jobs is None or job_id in jobs) and job["status"] in job_from:
-                    self._store.set_job_status(job, "suspended" if action == "suspend" else "processing")
+            self._store.bulk_jobs(dataset_id, action, jobs=jobs)
 
     def _run_dataset_status(self, payload: dict[str, Any]) -> None:
         dataset = self._dataset_for_run(payload["dataset_id"])

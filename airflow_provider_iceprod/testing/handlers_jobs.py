@@ -113,33 +113,29 @@ class DatasetJobBulkStatusHandler(BaseHandler):
         self.write_json({})
 
 
-class _JobBulkHandler(BaseHandler):
-    """Shared body of ``job_actions/bulk_suspend|bulk_reset|bulk_hard_reset``."""
+class BulkActionHandler(BaseHandler):
+    """Base of ``job_actions|task_actions/bulk_suspend|bulk_reset|bulk_hard_reset``."""
 
-    NEW_STATUS = "processing"
-    FROM: tuple[str, ...] | None = None  # None: every status
+    @property
+    def action(self) -> str:
+        """``suspend``, ``reset`` or ``hard_reset``: what the route names after ``bulk_``."""
+        return self.ROUTE.rpartition("/bulk_")[2]
 
+
+class _JobBulkHandler(BulkActionHandler):
     @api(acl="write")
     def post(self, caller: Caller, dataset_id: str) -> None:
         ids = selected_ids(self, "jobs")
-        wanted = set(ids) if ids is not None else None
-        for job_id, job in self.ctx.store.dataset_jobs(dataset_id).items():
-            if wanted is not None and job_id not in wanted:
-                continue
-            if self.FROM is None or job["status"] in self.FROM:
-                self.ctx.store.set_job_status(job, self.NEW_STATUS)
+        self.ctx.store.bulk_jobs(dataset_id, self.action, jobs=set(ids) if ids is not None else None)
         self.write_json({})
 
 
 class DatasetJobBulkSuspendHandler(_JobBulkHandler):
     ROUTE = "/datasets/{dataset_id}/job_actions/bulk_suspend"
-    NEW_STATUS = "suspended"
-    FROM = tuple(prev_statuses(JOB_STATUS, "suspended"))
 
 
 class DatasetJobBulkResetHandler(_JobBulkHandler):
     ROUTE = "/datasets/{dataset_id}/job_actions/bulk_reset"
-    FROM = tuple(prev_statuses(JOB_STATUS, "processing"))
 
 
 class DatasetJobBulkHardResetHandler(_JobBulkHandler):

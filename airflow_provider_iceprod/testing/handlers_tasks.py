@@ -7,7 +7,13 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from airflow_provider_iceprod.testing.handlers_base import BaseHandler, api
-from airflow_provider_iceprod.testing.handlers_jobs import BULK_LIMIT, int_arg, selected_ids, status_from_body
+from airflow_provider_iceprod.testing.handlers_jobs import (
+    BULK_LIMIT,
+    BulkActionHandler,
+    int_arg,
+    selected_ids,
+    status_from_body,
+)
 from airflow_provider_iceprod.testing.states import (
     RESOURCE_DEFAULTS,
     TASK_STATUS,
@@ -16,7 +22,6 @@ from airflow_provider_iceprod.testing.states import (
     ids_by_status,
     matching,
     moves,
-    prev_statuses,
     project,
     split_arg,
     status_sorted,
@@ -187,13 +192,7 @@ class DatasetTaskBulkStatusHandler(BaseHandler):
         self.write_json({})
 
 
-class _TaskBulkHandler(BaseHandler):
-    """Shared body of ``task_actions/bulk_suspend|bulk_reset|bulk_hard_reset``."""
-
-    NEW_STATUS = "idle"
-    FROM: tuple[str, ...] | None = None  # None: every status
-    HARD = False
-
+class _TaskBulkHandler(BulkActionHandler):
     @api(acl="write")
     def post(self, caller: Caller, dataset_id: str) -> None:
         jobs = tasks = None
@@ -203,35 +202,20 @@ class _TaskBulkHandler(BaseHandler):
                 jobs = set(selected_ids(self, "jobs") or [])
             elif data and "tasks" in data:
                 tasks = set(selected_ids(self, "tasks") or [])
-        now = self.ctx.clock()
-        for task_id, task in self.ctx.store.dataset_tasks(dataset_id).items():
-            if jobs is not None and task["job_id"] not in jobs:
-                continue
-            if tasks is not None and task_id not in tasks:
-                continue
-            if self.FROM is None or task["status"] in self.FROM:
-                self.ctx.store.set_task_status(task, self.NEW_STATUS, now)
-                task["instance_id"] = ""
-                if self.HARD:
-                    task["failures"] = 0
-                    task["site"] = ""
+        self.ctx.store.bulk_tasks(dataset_id, self.action, self.ctx.clock(), jobs=jobs, tasks=tasks)
         self.write_json({})
 
 
 class DatasetTaskBulkSuspendHandler(_TaskBulkHandler):
     ROUTE = "/datasets/{dataset_id}/task_actions/bulk_suspend"
-    NEW_STATUS = "suspended"
-    FROM = tuple(prev_statuses(TASK_STATUS, "suspended"))
 
 
 class DatasetTaskBulkResetHandler(_TaskBulkHandler):
     ROUTE = "/datasets/{dataset_id}/task_actions/bulk_reset"
-    FROM = tuple(prev_statuses(TASK_STATUS, "idle"))
 
 
 class DatasetTaskBulkHardResetHandler(_TaskBulkHandler):
     ROUTE = "/datasets/{dataset_id}/task_actions/bulk_hard_reset"
-    HARD = True
 
 
 def _requirement_value(key: str, value: Any) -> Any:

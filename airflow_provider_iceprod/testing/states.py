@@ -47,6 +47,15 @@ def prev_statuses(machine: Mapping[str, list[str]], status: str) -> list[str]:
     return [k for k, nexts in machine.items() if status in nexts]
 
 
+def bulk_rule(machine: Mapping[str, list[str]], initial: str, action: str) -> tuple[str, list[str] | None]:
+    """The new status of a ``bulk_suspend|bulk_reset|bulk_hard_reset`` and the statuses it applies to
+    (None: every status). ``initial`` is where a reset puts a record (``processing`` jobs, ``idle`` tasks)."""
+    if action == "hard_reset":
+        return initial, None
+    new = "suspended" if action == "suspend" else initial
+    return new, prev_statuses(machine, new)
+
+
 def moves(machine: Mapping[str, list[str]], current: str, new: str) -> bool:
     """Whether a status PUT moves a record from ``current`` to ``new``: True to change it, False when
     it is already there, IceProd's 400 when the state machine forbids the move."""
