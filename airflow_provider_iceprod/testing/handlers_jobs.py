@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow_provider_iceprod.testing.handlers_base import BaseHandler, api
 from airflow_provider_iceprod.testing.states import (
@@ -116,30 +116,34 @@ class DatasetJobBulkStatusHandler(BaseHandler):
 class BulkActionHandler(BaseHandler):
     """Base of ``job_actions|task_actions/bulk_suspend|bulk_reset|bulk_hard_reset``."""
 
-    @property
-    def action(self) -> str:
-        """``suspend``, ``reset`` or ``hard_reset``: what the route names after ``bulk_``."""
-        return self.ROUTE.rpartition("/bulk_")[2]
+    KIND: ClassVar[str]  # "job" or "task"
+    ACTION: ClassVar[str]  # "suspend", "reset" or "hard_reset"
+
+    @classmethod
+    def per_action(cls) -> list[type[BaseHandler]]:
+        """One subclass per action, with IceProd's route and class name (``DatasetJobBulkSuspendHandler``)."""
+        return [
+            type(
+                f"Dataset{cls.KIND.title()}Bulk{action.title().replace('_', '')}Handler",
+                (cls,),
+                {
+                    "ROUTE": f"/datasets/{{dataset_id}}/{cls.KIND}_actions/bulk_{action}",
+                    "ACTION": action,
+                    "__module__": cls.__module__,
+                },
+            )
+            for action in ("suspend", "reset", "hard_reset")
+        ]
 
 
 class _JobBulkHandler(BulkActionHandler):
+    KIND = "job"
+
     @api(acl="write")
     def post(self, caller: Caller, dataset_id: str) -> None:
         ids = selected_ids(self, "jobs")
-        self.ctx.store.bulk_jobs(dataset_id, self.action, jobs=set(ids) if ids is not None else None)
+        self.ctx.store.bulk_jobs(dataset_id, self.ACTION, jobs=set(ids) if ids is not None else None)
         self.write_json({})
-
-
-class DatasetJobBulkSuspendHandler(_JobBulkHandler):
-    ROUTE = "/datasets/{dataset_id}/job_actions/bulk_suspend"
-
-
-class DatasetJobBulkResetHandler(_JobBulkHandler):
-    ROUTE = "/datasets/{dataset_id}/job_actions/bulk_reset"
-
-
-class DatasetJobBulkHardResetHandler(_JobBulkHandler):
-    ROUTE = "/datasets/{dataset_id}/job_actions/bulk_hard_reset"
 
 
 class DatasetJobSummariesStatusHandler(BaseHandler):
@@ -164,9 +168,7 @@ HANDLERS: list[type[BaseHandler]] = [
     DatasetJobsHandler,
     DatasetJobsStatusHandler,
     DatasetJobBulkStatusHandler,
-    DatasetJobBulkSuspendHandler,
-    DatasetJobBulkResetHandler,
-    DatasetJobBulkHardResetHandler,
+    *_JobBulkHandler.per_action(),
     DatasetJobSummariesStatusHandler,
     DatasetJobCountsStatusHandler,
 ]

@@ -193,6 +193,8 @@ class DatasetTaskBulkStatusHandler(BaseHandler):
 
 
 class _TaskBulkHandler(BulkActionHandler):
+    KIND = "task"
+
     @api(acl="write")
     def post(self, caller: Caller, dataset_id: str) -> None:
         jobs = tasks = None
@@ -202,20 +204,8 @@ class _TaskBulkHandler(BulkActionHandler):
                 jobs = set(selected_ids(self, "jobs") or [])
             elif data and "tasks" in data:
                 tasks = set(selected_ids(self, "tasks") or [])
-        self.ctx.store.bulk_tasks(dataset_id, self.action, self.ctx.clock(), jobs=jobs, tasks=tasks)
+        self.ctx.store.bulk_tasks(dataset_id, self.ACTION, self.ctx.clock(), jobs=jobs, tasks=tasks)
         self.write_json({})
-
-
-class DatasetTaskBulkSuspendHandler(_TaskBulkHandler):
-    ROUTE = "/datasets/{dataset_id}/task_actions/bulk_suspend"
-
-
-class DatasetTaskBulkResetHandler(_TaskBulkHandler):
-    ROUTE = "/datasets/{dataset_id}/task_actions/bulk_reset"
-
-
-class DatasetTaskBulkHardResetHandler(_TaskBulkHandler):
-    ROUTE = "/datasets/{dataset_id}/task_actions/bulk_hard_reset"
 
 
 def _requirement_value(key: str, value: Any) -> Any:
@@ -332,9 +322,7 @@ HANDLERS: list[type[BaseHandler]] = [
     DatasetTaskCountsNameStatusHandler,
     DatasetTaskStatsHandler,
     DatasetTaskBulkStatusHandler,
-    DatasetTaskBulkSuspendHandler,
-    DatasetTaskBulkResetHandler,
-    DatasetTaskBulkHardResetHandler,
+    *_TaskBulkHandler.per_action(),
     DatasetTaskBulkRequirementsHandler,
     DatasetsMultiTaskStatsHandler,
     DatasetTaskLogsHandler,
