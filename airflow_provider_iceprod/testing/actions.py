@@ -232,11 +232,15 @@ class ActionQueue:
         return getattr(self, f"_create_{action_type}")(dict(args), caller)
 
     @staticmethod
-    def _build(fields_cls: type, args: dict[str, Any]) -> Any:
+    def _build(fields_cls: type, args: dict[str, Any], *, int_field: str = "") -> Any:
+        """The action's fields, or ``400 <the error>``; ``int_field`` may also come as a numeric string."""
         try:
-            return fields_cls(**args)
+            data = fields_cls(**args)
+            if int_field and isinstance(getattr(data, int_field), str):
+                setattr(data, int_field, int(getattr(data, int_field)))
         except Exception as exc:
             raise ApiError(400, str(exc)) from None
+        return data
 
     def _check_write(self, caller: Caller, dataset_id: str) -> None:
         if not caller.bypasses_acl:
@@ -249,12 +253,7 @@ class ActionQueue:
             args["username"] = caller.username
         elif args["username"] != caller.username and "admin" not in caller.roles:
             raise ApiError(400, "cannot submit as a different user")
-        try:
-            data = SubmitFields(**args)
-            if isinstance(data.jobs_submitted, str):
-                data.jobs_submitted = int(data.jobs_submitted)
-        except Exception as exc:
-            raise ApiError(400, str(exc)) from None
+        data = self._build(SubmitFields, args, int_field="jobs_submitted")
         if data.group not in caller.groups:
             raise ApiError(400, "not a member of selected group")
         data.config = check_config_for_submit(data.config)
@@ -267,12 +266,7 @@ class ActionQueue:
         return self._push("edit_config", asdict(data))
 
     def _create_materialization(self, args: dict[str, Any], caller: Caller) -> str:
-        try:
-            data = MaterializationFields(**args)
-            if isinstance(data.num, str):
-                data.num = int(data.num)
-        except Exception as exc:
-            raise ApiError(400, str(exc)) from None
+        data = self._build(MaterializationFields, args, int_field="num")
         with self._lock:
             for record in self._records.values():
                 if (
@@ -399,9 +393,10 @@ class ActionQueue:
                 dataset["status"] = "suspended"
         elif dataset["status"] in prev_statuses(DATASET_STATUS, "processing"):
             dataset["status"] = "processing"
-            if dataset["dataset_id"] not in self._store.configs:
-                path = f"/config/{dataset['dataset_id']}"
-                raise self._fail_api(ApiError(404, "Config not found"), path)
+            try:
+                self._store.config(dataset["dataset_id"])
+            except ApiError as exc:
+                raise self._fail_api(exc, f"/config/{dataset['dataset_id']}") from None
 
     def _apply(
         self,

@@ -13,7 +13,6 @@ from airflow_provider_iceprod.testing.handlers_base import BaseHandler, api
 from airflow_provider_iceprod.testing.states import (
     DATASET_STATUS,
     ApiError,
-    found,
     ids_by_status,
     matching,
     moves,
@@ -167,7 +166,7 @@ class ConfigHandler(BaseHandler):
 
     @api(acl="read")
     def get(self, caller: Caller, dataset_id: str) -> None:
-        config = found(self.ctx.store.configs.get(dataset_id), "Config")
+        config = self.ctx.store.config(dataset_id)
         self.write_json({k: v for k, v in config.items() if k != "dataset_id"})
 
     @api(acl="write")

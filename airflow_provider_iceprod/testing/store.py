@@ -20,6 +20,7 @@ from airflow_provider_iceprod.testing.states import (
     TASK_STATUS,
     ApiError,
     bulk_rule,
+    found,
     new_id,
     nowstr,
 )
@@ -151,10 +152,10 @@ class Store:
     # ---------------------------------------------------------------- datasets
 
     def dataset(self, dataset_id: str) -> dict[str, Any]:
-        doc = self.datasets.get(dataset_id)
-        if doc is None:
-            raise ApiError(404, "Dataset not found")
-        return doc
+        return found(self.datasets.get(dataset_id), "Dataset")
+
+    def config(self, dataset_id: str) -> dict[str, Any]:
+        return found(self.configs.get(dataset_id), "Config")
 
     def create_dataset(self, data: dict[str, Any], caller: Caller, *, now: float) -> str:
         """``POST /datasets``: validate like IceProd, insert, write the ACL. Returns the dataset id."""
