@@ -1,4 +1,4 @@
-"""Dataset-scoped job routes (``iceprod/rest/handlers/jobs.py``)."""
+"""Dataset-scoped job routes (``iceprod/rest/handlers/jobs.py``), and the bases job and task routes share."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from airflow_provider_iceprod.testing.handlers_base import BaseHandler, api
 from airflow_provider_iceprod.testing.states import (
     JOB_STATUS,
+    TASK_STATUS,
     ApiError,
     found,
     ids_by_status,
@@ -43,14 +44,68 @@ def selected_ids(handler: BaseHandler, field: str) -> list[str] | None:
     return None
 
 
-def status_from_body(handler: BaseHandler, machine: dict[str, list[str]]) -> str:
-    """The new status of a job or task status PUT."""
-    data = handler.json_body()
-    if not data or "status" not in data:
-        raise ApiError(400, "Missing status in body")
-    if data["status"] not in machine:
-        raise ApiError(400, "Bad status")
-    return str(data["status"])
+class KindHandler(BaseHandler):
+    """Base of the routes IceProd has for jobs and for tasks alike; ``KIND`` is ``job`` or ``task``."""
+
+    KIND: ClassVar[str]
+
+    @classmethod
+    def subclass(cls, name: str, kind: str, route: str, **attrs: str) -> type[BaseHandler]:
+        """A route of this shared handler for one kind, named as IceProd names its handler class."""
+        return type(name, (cls,), {"ROUTE": route, "KIND": kind, "__module__": cls.__module__, **attrs})
+
+    @property
+    def machine(self) -> dict[str, list[str]]:
+        return JOB_STATUS if self.KIND == "job" else TASK_STATUS
+
+    @property
+    def id_field(self) -> str:
+        return f"{self.KIND}_id"
+
+    def records(self, dataset_id: str) -> dict[str, dict[str, Any]]:
+        store = self.ctx.store
+        return store.dataset_jobs(dataset_id) if self.KIND == "job" else store.dataset_tasks(dataset_id)
+
+    def record(self, dataset_id: str, path: dict[str, str]) -> dict[str, Any]:
+        """The job or task the path names, or IceProd's ``404 Job not found`` (``Task not found``)."""
+        return found(self.records(dataset_id).get(path[self.id_field]), self.KIND.title())
+
+
+class RecordHandler(KindHandler):
+    """``GET .../jobs/{job_id}`` and ``.../tasks/{task_id}`` (only tasks take ``keys`` in IceProd)."""
+
+    @api(acl="read")
+    def get(self, caller: Caller, dataset_id: str, **path: str) -> None:
+        keys = self.arg("keys", "") if self.KIND == "task" else None
+        self.write_json(project(self.record(dataset_id, path), keys, self.id_field))
+
+
+class RecordStatusHandler(KindHandler):
+    """``PUT .../jobs/{job_id}/status`` and ``.../tasks/{task_id}/status``."""
+
+    @api(acl="write")
+    def put(self, caller: Caller, dataset_id: str, **path: str) -> None:
+        data = self.json_body()
+        if not data or "status" not in data:
+            raise ApiError(400, "Missing status in body")
+        if data["status"] not in self.machine:
+            raise ApiError(400, "Bad status")
+        record = self.record(dataset_id, path)
+        if moves(self.machine, record["status"], data["status"]):
+            if self.KIND == "job":
+                self.ctx.store.set_job_status(record, data["status"])
+            else:
+                self.ctx.store.set_task_status(record, data["status"], self.ctx.clock())
+                record["instance_id"] = ""
+        self.write_json({})
+
+
+class StatusSummaryHandler(KindHandler):
+    """``GET .../job_summaries/status`` and ``.../task_summaries/status``: the ids per status."""
+
+    @api(acl="read")
+    def get(self, caller: Caller, dataset_id: str) -> None:
+        self.write_json(ids_by_status(self.machine, self.records(dataset_id)))
 
 
 class DatasetMultiJobsHandler(BaseHandler):
@@ -66,27 +121,6 @@ class DatasetMultiJobsHandler(BaseHandler):
         keys = self.arg("keys", "")
         jobs = matching(self.ctx.store.dataset_jobs(dataset_id), status=statuses, job_index=indexes)
         self.write_json({job_id: project(job, keys, "job_id") for job_id, job in jobs})
-
-
-class DatasetJobsHandler(BaseHandler):
-    ROUTE = "/datasets/{dataset_id}/jobs/{job_id}"
-
-    @api(acl="read")
-    def get(self, caller: Caller, dataset_id: str, job_id: str) -> None:
-        job = found(self.ctx.store.dataset_jobs(dataset_id).get(job_id), "Job")
-        self.write_json(project(job, None, "job_id"))
-
-
-class DatasetJobsStatusHandler(BaseHandler):
-    ROUTE = "/datasets/{dataset_id}/jobs/{job_id}/status"
-
-    @api(acl="write")
-    def put(self, caller: Caller, dataset_id: str, job_id: str) -> None:
-        status = status_from_body(self, JOB_STATUS)
-        job = found(self.ctx.store.dataset_jobs(dataset_id).get(job_id), "Job")
-        if moves(JOB_STATUS, job["status"], status):
-            self.ctx.store.set_job_status(job, status)
-        self.write_json({})
 
 
 class DatasetJobBulkStatusHandler(BaseHandler):
@@ -113,24 +147,20 @@ class DatasetJobBulkStatusHandler(BaseHandler):
         self.write_json({})
 
 
-class BulkActionHandler(BaseHandler):
+class BulkActionHandler(KindHandler):
     """Base of ``job_actions|task_actions/bulk_suspend|bulk_reset|bulk_hard_reset``."""
 
-    KIND: ClassVar[str]  # "job" or "task"
     ACTION: ClassVar[str]  # "suspend", "reset" or "hard_reset"
 
     @classmethod
     def per_action(cls) -> list[type[BaseHandler]]:
         """One subclass per action, with IceProd's route and class name (``DatasetJobBulkSuspendHandler``)."""
         return [
-            type(
+            cls.subclass(
                 f"Dataset{cls.KIND.title()}Bulk{action.title().replace('_', '')}Handler",
-                (cls,),
-                {
-                    "ROUTE": f"/datasets/{{dataset_id}}/{cls.KIND}_actions/bulk_{action}",
-                    "ACTION": action,
-                    "__module__": cls.__module__,
-                },
+                cls.KIND,
+                f"/datasets/{{dataset_id}}/{cls.KIND}_actions/bulk_{action}",
+                ACTION=action,
             )
             for action in ("suspend", "reset", "hard_reset")
         ]
@@ -146,14 +176,6 @@ class _JobBulkHandler(BulkActionHandler):
         self.write_json({})
 
 
-class DatasetJobSummariesStatusHandler(BaseHandler):
-    ROUTE = "/datasets/{dataset_id}/job_summaries/status"
-
-    @api(acl="read")
-    def get(self, caller: Caller, dataset_id: str) -> None:
-        self.write_json(ids_by_status(JOB_STATUS, self.ctx.store.dataset_jobs(dataset_id)))
-
-
 class DatasetJobCountsStatusHandler(BaseHandler):
     ROUTE = "/datasets/{dataset_id}/job_counts/status"
 
@@ -165,10 +187,14 @@ class DatasetJobCountsStatusHandler(BaseHandler):
 
 HANDLERS: list[type[BaseHandler]] = [
     DatasetMultiJobsHandler,
-    DatasetJobsHandler,
-    DatasetJobsStatusHandler,
+    RecordHandler.subclass("DatasetJobsHandler", "job", "/datasets/{dataset_id}/jobs/{job_id}"),
+    RecordStatusHandler.subclass(
+        "DatasetJobsStatusHandler", "job", "/datasets/{dataset_id}/jobs/{job_id}/status"
+    ),
     DatasetJobBulkStatusHandler,
     *_JobBulkHandler.per_action(),
-    DatasetJobSummariesStatusHandler,
+    StatusSummaryHandler.subclass(
+        "DatasetJobSummariesStatusHandler", "job", "/datasets/{dataset_id}/job_summaries/status"
+    ),
     DatasetJobCountsStatusHandler,
 ]

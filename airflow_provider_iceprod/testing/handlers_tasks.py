@@ -10,18 +10,17 @@ from airflow_provider_iceprod.testing.handlers_base import BaseHandler, api
 from airflow_provider_iceprod.testing.handlers_jobs import (
     BULK_LIMIT,
     BulkActionHandler,
+    RecordHandler,
+    RecordStatusHandler,
+    StatusSummaryHandler,
     int_arg,
     selected_ids,
-    status_from_body,
 )
 from airflow_provider_iceprod.testing.states import (
     RESOURCE_DEFAULTS,
     TASK_STATUS,
     ApiError,
-    found,
-    ids_by_status,
     matching,
-    moves,
     project,
     split_arg,
     status_sorted,
@@ -57,36 +56,6 @@ class DatasetMultiTasksHandler(BaseHandler):
             job_index=indexes,
         )
         self.write_json({task_id: project(task, keys, "task_id") for task_id, task in tasks})
-
-
-class DatasetTasksHandler(BaseHandler):
-    ROUTE = "/datasets/{dataset_id}/tasks/{task_id}"
-
-    @api(acl="read")
-    def get(self, caller: Caller, dataset_id: str, task_id: str) -> None:
-        task = found(self.ctx.store.dataset_tasks(dataset_id).get(task_id), "Task")
-        self.write_json(project(task, self.arg("keys", ""), "task_id"))
-
-
-class DatasetTasksStatusHandler(BaseHandler):
-    ROUTE = "/datasets/{dataset_id}/tasks/{task_id}/status"
-
-    @api(acl="write")
-    def put(self, caller: Caller, dataset_id: str, task_id: str) -> None:
-        status = status_from_body(self, TASK_STATUS)
-        task = found(self.ctx.store.dataset_tasks(dataset_id).get(task_id), "Task")
-        if moves(TASK_STATUS, task["status"], status):
-            self.ctx.store.set_task_status(task, status, self.ctx.clock())
-            task["instance_id"] = ""
-        self.write_json({})
-
-
-class DatasetTaskSummaryStatusHandler(BaseHandler):
-    ROUTE = "/datasets/{dataset_id}/task_summaries/status"
-
-    @api(acl="read")
-    def get(self, caller: Caller, dataset_id: str) -> None:
-        self.write_json(ids_by_status(TASK_STATUS, self.ctx.store.dataset_tasks(dataset_id)))
 
 
 class TaskCountsStatusHandler(BaseHandler):
@@ -314,9 +283,13 @@ class DatasetTaskLogsHandler(BaseHandler):
 
 HANDLERS: list[type[BaseHandler]] = [
     DatasetMultiTasksHandler,
-    DatasetTasksHandler,
-    DatasetTasksStatusHandler,
-    DatasetTaskSummaryStatusHandler,
+    RecordHandler.subclass("DatasetTasksHandler", "task", "/datasets/{dataset_id}/tasks/{task_id}"),
+    RecordStatusHandler.subclass(
+        "DatasetTasksStatusHandler", "task", "/datasets/{dataset_id}/tasks/{task_id}/status"
+    ),
+    StatusSummaryHandler.subclass(
+        "DatasetTaskSummaryStatusHandler", "task", "/datasets/{dataset_id}/task_summaries/status"
+    ),
     TaskCountsStatusHandler,
     DatasetTaskCountsStatusHandler,
     DatasetTaskCountsNameStatusHandler,
