@@ -31,9 +31,7 @@ class MultiDatasetHandler(BaseHandler):
     @api()
     def get(self, caller: Caller) -> None:
         store = self.ctx.store
-        statuses = split_arg(self.arg("status"))
-        if any(s not in DATASET_STATUS for s in statuses):
-            raise ApiError(400, "unknown status")
+        statuses = self.status_arg(DATASET_STATUS, "unknown status")
         groups = split_arg(self.arg("groups"))
         users = split_arg(self.arg("users"))
         keys = self.arg("keys")

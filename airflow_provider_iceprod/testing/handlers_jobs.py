@@ -16,7 +16,6 @@ from airflow_provider_iceprod.testing.states import (
     moves,
     prev_statuses,
     project,
-    split_arg,
     status_sorted,
 )
 from airflow_provider_iceprod.testing.store import Caller
@@ -38,10 +37,22 @@ def selected_ids(handler: BaseHandler, field: str) -> list[str] | None:
     data = handler.json_body()
     if data and field in data:
         ids = list(data[field])
-        if len(ids) > BULK_LIMIT:
-            raise ApiError(400, f"Too many {field} specified (limit: 100k)")
+        check_limit(len(ids), field)
         return ids
     return None
+
+
+def required_ids(handler: BaseHandler, field: str) -> Any:
+    """The ``{"jobs": [...]}`` (or ``tasks``) of a ``bulk_status`` POST, or ``400 Missing jobs in body``."""
+    data = handler.json_body()
+    if not data or field not in data or not data[field]:
+        raise ApiError(400, f"Missing {field} in body")
+    return data[field]
+
+
+def check_limit(count: int, field: str) -> None:
+    if count > BULK_LIMIT:
+        raise ApiError(400, f"Too many {field} specified (limit: 100k)")
 
 
 class KindHandler(BaseHandler):
@@ -113,9 +124,7 @@ class DatasetMultiJobsHandler(BaseHandler):
 
     @api(acl="read")
     def get(self, caller: Caller, dataset_id: str) -> None:
-        statuses = split_arg(self.arg("status"))
-        if any(s not in JOB_STATUS for s in statuses):
-            raise ApiError(400, "Unknown status")
+        statuses = self.status_arg(JOB_STATUS, "Unknown status")
         job_index = self.arg("job_index")
         indexes = (int_arg(job_index, "job_index"),) if job_index else ()
         keys = self.arg("keys", "")
@@ -128,12 +137,9 @@ class DatasetJobBulkStatusHandler(BaseHandler):
 
     @api(acl="write")
     def post(self, caller: Caller, dataset_id: str, status: str) -> None:
-        data = self.json_body()
-        if not data or "jobs" not in data or not data["jobs"]:
-            raise ApiError(400, "Missing jobs in body")
-        wanted = set(data["jobs"])
-        if len(data["jobs"]) > BULK_LIMIT:
-            raise ApiError(400, "Too many jobs specified (limit: 100k)")
+        ids = required_ids(self, "jobs")
+        wanted = set(ids)
+        check_limit(len(ids), "jobs")
         if status not in JOB_STATUS:
             raise ApiError(400, "Bad status")
         allowed = prev_statuses(JOB_STATUS, status)

@@ -8,12 +8,13 @@ from typing import Any
 
 from airflow_provider_iceprod.testing.handlers_base import BaseHandler, api
 from airflow_provider_iceprod.testing.handlers_jobs import (
-    BULK_LIMIT,
     BulkActionHandler,
     RecordHandler,
     RecordStatusHandler,
     StatusSummaryHandler,
+    check_limit,
     int_arg,
+    required_ids,
     selected_ids,
 )
 from airflow_provider_iceprod.testing.states import (
@@ -40,9 +41,7 @@ class DatasetMultiTasksHandler(BaseHandler):
 
     @api(acl="read")
     def get(self, caller: Caller, dataset_id: str) -> None:
-        statuses = split_arg(self.arg("status"))
-        if any(s not in TASK_STATUS for s in statuses):
-            raise ApiError(400, "Unknown task status")
+        statuses = self.status_arg(TASK_STATUS, "Unknown task status")
         names = split_arg(self.arg("name"))
         job_id = self.arg("job_id")
         job_index = self.arg("job_index")
@@ -69,9 +68,7 @@ class TaskCountsStatusHandler(BaseHandler):
         self.write_json(self.counts(tasks))
 
     def counts(self, tasks: list[dict[str, Any]]) -> dict[str, int]:
-        statuses = split_arg(self.arg("status"))
-        if any(s not in TASK_STATUS for s in statuses):
-            raise ApiError(400, "Unknown task status")
+        statuses = self.status_arg(TASK_STATUS, "Unknown task status")
         gpu_arg = self.arg("gpu")
         gpu = strtobool(gpu_arg) if gpu_arg is not None else None
         counts: Counter[str] = Counter()
@@ -141,14 +138,11 @@ class DatasetTaskBulkStatusHandler(BaseHandler):
 
     @api(acl="write")
     def post(self, caller: Caller, dataset_id: str, status: str) -> None:
-        data = self.json_body()
-        if not data or "tasks" not in data or not data["tasks"]:
-            raise ApiError(400, "Missing tasks in body")
-        if len(list(data["tasks"])) > BULK_LIMIT:
-            raise ApiError(400, "Too many tasks specified (limit: 100k)")
+        ids = required_ids(self, "tasks")
+        check_limit(len(list(ids)), "tasks")
         if status not in TASK_STATUS:
             raise ApiError(400, "Bad status")
-        wanted = set(data["tasks"])
+        wanted = set(ids)
         now = self.ctx.clock()
         changed = 0
         for task_id, task in self.ctx.store.dataset_tasks(dataset_id).items():
