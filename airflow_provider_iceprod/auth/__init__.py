@@ -5,7 +5,8 @@
 
 from __future__ import annotations
 
-from airflow_provider_iceprod.auth.provider import TokenProvider, TokenStatus
+from airflow_provider_iceprod.auth.provider import TokenProvider
 from airflow_provider_iceprod.auth.state import TokenStateStore, VariableTokenStateStore, variable_name
+from airflow_provider_iceprod.auth.status import TokenStatus
 
 __all__ = ["TokenProvider", "TokenStateStore", "TokenStatus", "VariableTokenStateStore", "variable_name"]

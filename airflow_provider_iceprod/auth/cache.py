@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
-from airflow_provider_iceprod.auth.tokens import AccessToken
+from airflow_provider_iceprod.auth.tokens import AccessToken, fingerprint
 from airflow_provider_iceprod.exceptions import IceProdTransientError
 
 CacheKey = tuple[str, str, str]  # (issuer, client_id, credential fingerprint)
@@ -52,6 +52,8 @@ class CacheEntry:
     last_refresh_at: float | None = None  # epoch s of the last successful grant
     source: str = ""  # where the refresh token used last came from: connection | overlay | memory
     grants: int = 0  # successful grants in this process
+    adopted: int = 0  # access tokens taken over from another process through the overlay
+    rejected: str = ""  # fingerprint of the last access token dropped by invalidate(): not taken over
 
 
 class TokenCache:
@@ -125,9 +127,11 @@ class TokenCache:
                 lock.release()
 
     def invalidate(self, key: CacheKey) -> None:
-        """Drop the cached access token (the refresh token stays known)."""
+        """Drop the cached access token (the refresh token stays known) and never take it over again."""
         entry = self._entries.get(key)
         if entry is not None:
+            if entry.access is not None:
+                entry.rejected = fingerprint(entry.access.value)
             entry.access = None
 
     def clear(self) -> None:

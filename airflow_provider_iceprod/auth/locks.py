@@ -111,11 +111,14 @@ def _try_lock(fd: int) -> bool:
         return False
 
 
-def _lock_attempts(fd: int, timeout: float) -> Iterator[float]:
+def _lock_attempts(fd: int | None, timeout: float) -> Iterator[float]:
     """Try the lock until it is taken; yield how long to wait before each next try (capped backoff).
 
-    Shared by :func:`file_lock` and :func:`afile_lock`, which differ only in how they wait.
+    Shared by :func:`file_lock` and :func:`afile_lock`, which differ only in how they wait. No
+    descriptor (no safe lock file here) means no lock to take.
     """
+    if fd is None:
+        return
     deadline = time.monotonic() + timeout
     pause = 0.005
     while not _try_lock(fd):
@@ -134,36 +137,41 @@ def _timeout_error(timeout: float) -> IceProdTransientError:
 
 
 @contextlib.contextmanager
+def _opened(path: Path | None) -> Iterator[int | None]:
+    """The lock file's descriptor for the block (None: no safe lock file), closed afterwards."""
+    fd = _open_lock_file(path) if path is not None else None
+    try:
+        yield fd
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _unlocking(fd: int | None) -> Iterator[None]:
+    """Release the (taken) lock on ``fd`` when the block ends."""
+    try:
+        yield
+    finally:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def file_lock(path: Path | None, timeout: float = 120.0) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (no-op when ``path`` is None)."""
-    fd = _open_lock_file(path) if path is not None else None
-    if fd is None:
-        yield
-        return
-    try:
+    with _opened(path) as fd:
         for pause in _lock_attempts(fd, timeout):
             time.sleep(pause)
-        try:
+        with _unlocking(fd):
             yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 @contextlib.asynccontextmanager
 async def afile_lock(path: Path | None, timeout: float = 120.0) -> AsyncIterator[None]:
     """Async form of :func:`file_lock`: waits with ``asyncio.sleep``, never blocking the loop."""
-    fd = _open_lock_file(path) if path is not None else None
-    if fd is None:
-        yield
-        return
-    try:
+    with _opened(path) as fd:
         for pause in _lock_attempts(fd, timeout):
             await asyncio.sleep(pause)
-        try:
+        with _unlocking(fd):
             yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)

@@ -5,15 +5,19 @@ Life of a token, for one connection in one process:
 1. A cached access token is reused until ``lead_time`` (120 s) before it expires.
 2. Otherwise one caller refreshes, under the process-wide lock for the credential (threads and
    coroutines), and for refresh tokens also under a per-host file lock; the others wait and then reuse.
+   Before refreshing, it reads the overlay: when another process (on any host) already rotated and
+   stored a still-fresh access token with the newest refresh token, that token is taken over and
+   nothing is refreshed (a burst of new task processes costs one grant, not one each).
 3. The refresh token used is the newest of: the connection's, the overlay's (when it descends from the
    connection's token: same ``fingerprint_of_base``, higher ``generation``; no clocks compared) and
    the one this process last received. A failed overlay read is a transient error.
 4. A rotated refresh token is written to the overlay (:mod:`~airflow_provider_iceprod.auth.state`)
    before the new access token is used. If that fails, the token lives in this process only and
    :attr:`TokenStatus.unsaved_rotation` says so (the keep-alive task then fails).
-5. ``invalid_grant``: re-read the overlay (another worker may have rotated) and then the connection
-   (someone may have logged in again), and retry with a token not tried yet (at most
-   ``max_reread_retries`` times); then :class:`IceProdAuthError` naming the login command.
+5. ``invalid_grant``: re-read the overlay (another worker may have rotated: take over its access
+   token when it is fresh) and then the connection (someone may have logged in again), and retry with a
+   token not tried yet (at most ``max_reread_retries`` times); then :class:`IceProdAuthError` naming
+   the login command. A forced refresh (the API rejected the token) never takes over a shared token.
 
 Nothing here ever starts an interactive login. Every token is given to the secret masker first,
 through :data:`~airflow_provider_iceprod.auth.masking.MASKS` (bounded per credential, off the loop).
@@ -26,14 +30,22 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_iceprod.auth.cache import TOKEN_CACHE, CacheEntry, CacheKey, TokenCache
+from airflow_provider_iceprod.auth.candidates import (
+    Candidate,
+    choose,
+    new_from_overlay,
+    overlay_applies,
+    remember,
+    rotation,
+)
 from airflow_provider_iceprod.auth.locks import afile_lock, file_lock, lock_path
 from airflow_provider_iceprod.auth.masking import MASKS
 from airflow_provider_iceprod.auth.oidc import OIDCClient
 from airflow_provider_iceprod.auth.state import TokenStateStore, default_state_store
+from airflow_provider_iceprod.auth.status import TokenStatus
 from airflow_provider_iceprod.auth.tokens import (
     DEFAULT_LEAD_TIME,
     AccessToken,
@@ -64,14 +76,6 @@ if _rest_tools_log.level < logging.WARNING:
 REREAD_DELAYS = (0.05, 0.25, 0.5, 1.0, 2.0)
 
 
-@dataclass(frozen=True)
-class _Candidate:
-    token: str = field(repr=False)
-    saved_at: float
-    source: str  # connection | overlay | memory
-    generation: int = 0  # rotations since the login
-
-
 def read_connection_settings(conn_id: str) -> ConnectionSettings:
     """The connection as Airflow resolves it here (Task SDK, environment, secrets backends, DB)."""
     from airflow.sdk import BaseHook
@@ -85,25 +89,6 @@ async def aread_connection_settings(conn_id: str) -> ConnectionSettings:
     conn = await BaseHook.aget_connection(conn_id)
     extra = await conn.aextra_dejson() if hasattr(conn, "aextra_dejson") else conn.extra_dejson
     return ConnectionSettings.from_connection(conn, extra)
-
-
-@dataclass(frozen=True)
-class TokenStatus:
-    """What ``airflow-iceprod status`` and the keep-alive DAG report. Holds no secret."""
-
-    conn_id: str
-    issuer: str
-    client_id: str
-    credential: str  # refresh_token | client_credentials | none
-    username: str
-    groups: tuple[str, ...]
-    access_expires_at: float | None
-    refresh_source: str  # connection | overlay | memory | "" (client credentials)
-    refresh_saved_at: float | None  # when the refresh token in use was issued (login or rotation)
-    login_at: float | None  # the connection's refresh_token_saved_at (when `login` ran)
-    last_refresh_at: float | None
-    grants_in_process: int
-    unsaved_rotation: bool = False  # the issuer rotated the refresh token and no store took the new one
 
 
 def _is_invalid_grant(exc: IceProdAuthError) -> bool:
@@ -183,7 +168,7 @@ class TokenProvider:
                 self._accept_access(entry, self.oidc.client_credentials(), "client_credentials")
             else:
                 with file_lock(self._lock_path()):
-                    self._refresh_sync(entry)
+                    self._refresh_sync(entry, share=not force_refresh)
             assert entry.access is not None
             return entry.access.value
 
@@ -205,7 +190,7 @@ class TokenProvider:
                 self._accept_access(entry, grant, "client_credentials", masked=True)
             else:
                 async with afile_lock(self._lock_path()):
-                    await self._refresh_async(entry)
+                    await self._refresh_async(entry, share=not force_refresh)
             assert entry.access is not None
             return entry.access.value
 
@@ -223,11 +208,11 @@ class TokenProvider:
     def status(self) -> TokenStatus:
         """A secret-free summary of the credential, from a valid access token (refreshes if needed)."""
         self.get_token()
-        return self._status(self._cache.entry(self.key))
+        return TokenStatus.of(self.settings, self._cache.entry(self.key))
 
     async def astatus(self) -> TokenStatus:
         await self.aget_token()
-        return self._status(self._cache.entry(self.key))
+        return TokenStatus.of(self.settings, self._cache.entry(self.key))
 
     @property
     def oidc(self) -> OIDCClient:
@@ -294,45 +279,30 @@ class TokenProvider:
         entry.source = source
         entry.grants += 1
 
-    def _overlay_applies(self, state: TokenState | None) -> bool:
-        """The overlay applies when it descends from the connection's token (no clock comparison)."""
-        s = self.settings
-        if state is None or state.issuer != s.oauth_url or state.client_id != s.client_id:
-            return False
-        if not s.refresh_token:
-            return True
-        if state.fingerprint_of_base:
-            return state.fingerprint_of_base == self._base_fingerprint
-        # an overlay written before fingerprints: only the login time can order it
-        return s.refresh_token_saved_at is None or state.saved_at > s.refresh_token_saved_at
+    def _adopt_shared(self, entry: CacheEntry, overlay: TokenState | None) -> list[str]:
+        """Take over the fresh access token another process stored with the newest refresh token.
 
-    def _choose(self, entry: CacheEntry, overlay: TokenState | None) -> _Candidate:
-        """The newest refresh token known (most rotations); ties prefer memory, then overlay."""
-        candidates: list[_Candidate] = []
-        s = self.settings
-        if s.refresh_token:
-            candidates.append(_Candidate(s.refresh_token, s.refresh_token_saved_at or 0.0, "connection"))
-        if overlay is not None and self._overlay_applies(overlay):
-            generation = overlay.generation if overlay.fingerprint_of_base else 1
-            candidates.append(_Candidate(overlay.refresh_token, overlay.saved_at, "overlay", generation))
-        if entry.refresh_token:
-            candidates.append(
-                _Candidate(
-                    entry.refresh_token, entry.refresh_saved_at or 0.0, "memory", entry.refresh_generation
-                )
-            )
-        rank = {"connection": 0, "overlay": 1, "memory": 2}
-        return max(candidates, key=lambda c: (c.generation, rank[c.source]))
+        Returns the secrets to mask before use; empty when there is nothing to take over (no grant
+        is saved by then, and the caller refreshes).
+        """
+        if overlay is None or not overlay_applies(self.settings, self._base_fingerprint, overlay):
+            return []
+        if overlay.generation < entry.refresh_generation:  # older than what this process holds
+            return []
+        access = overlay.shared_access(self.lead_time)
+        if access is None or fingerprint(access.value) == entry.rejected:
+            return []
+        remember(entry, Candidate.of_overlay(overlay), None)
+        entry.access = access
+        entry.refreshed_at_monotonic = time.monotonic()
+        entry.source = "overlay"
+        entry.adopted += 1
+        log.debug(
+            "IceProd connection %r: took over the access token another process stored", self.settings.conn_id
+        )
+        return [overlay.refresh_token, access.value]
 
-    def _new_from_overlay(self, overlay: TokenState | None, tried: set[str]) -> _Candidate | None:
-        s = self.settings
-        if overlay is None or overlay.issuer != s.oauth_url or overlay.client_id != s.client_id:
-            return None
-        if overlay.refresh_token in tried:
-            return None
-        return _Candidate(overlay.refresh_token, overlay.saved_at, "overlay", overlay.generation)
-
-    def _new_login(self, fresh: ConnectionSettings | None, tried: set[str]) -> _Candidate | None:
+    def _new_login(self, fresh: ConnectionSettings | None, tried: set[str]) -> Candidate | None:
         """After ``invalid_grant``: a new login in the connection (``airflow-iceprod login`` ran)."""
         if fresh is None or fresh.credential_kind != "refresh_token" or not fresh.refresh_token:
             return None
@@ -340,7 +310,7 @@ class TokenProvider:
             return None
         log.info("IceProd connection %r: found a new login in the connection; using it", fresh.conn_id)
         self._use(fresh)
-        return _Candidate(fresh.refresh_token, fresh.refresh_token_saved_at or 0.0, "connection")
+        return Candidate(fresh.refresh_token, fresh.refresh_token_saved_at or 0.0, "connection")
 
     def _reload_settings(self) -> ConnectionSettings | None:
         try:
@@ -356,20 +326,6 @@ class TokenProvider:
             log.debug("IceProd: could not re-read connection %r: %s", self.settings.conn_id, exc)
             return None
 
-    def _rotation(self, used: _Candidate, grant: GrantResult) -> TokenState | None:
-        """The state to persist when the issuer rotated the refresh token, else None."""
-        if not grant.refresh_token or grant.refresh_token == used.token:
-            return None
-        return TokenState(
-            refresh_token=grant.refresh_token,
-            saved_at=time.time(),
-            issuer=self.settings.oauth_url,
-            client_id=self.settings.client_id,
-            fingerprint_of_base=self._base_fingerprint,
-            generation=used.generation + 1,
-            base_saved_at=self.settings.refresh_token_saved_at or 0.0,
-        )
-
     def _saved(self, entry: CacheEntry, ok: bool) -> None:
         entry.unsaved_rotation = not ok
         if not ok:
@@ -380,14 +336,6 @@ class TokenProvider:
                 self.settings.conn_id,
                 self.settings.conn_id,
             )
-
-    def _remember(self, entry: CacheEntry, used: _Candidate, rotated: TokenState | None) -> None:
-        if rotated is not None:
-            entry.refresh_token, entry.refresh_saved_at = rotated.refresh_token, rotated.saved_at
-            entry.refresh_generation = rotated.generation
-        else:
-            entry.refresh_token, entry.refresh_saved_at = used.token, used.saved_at
-            entry.refresh_generation = used.generation
 
     def _give_up(self, exc: IceProdAuthError, attempts: int) -> IceProdAuthError:
         if attempts == 0:
@@ -400,97 +348,95 @@ class TokenProvider:
             body=exc.body,
         )
 
-    def _status(self, entry: CacheEntry) -> TokenStatus:
-        access = entry.access
-        ident = identity_from_claims(access.claims) if access is not None else None
-        return TokenStatus(
-            conn_id=self.settings.conn_id,
-            issuer=self.settings.oauth_url,
-            client_id=self.settings.client_id,
-            credential=self.kind,
-            username=ident.username if ident else "",
-            groups=ident.groups if ident else (),
-            access_expires_at=access.expires_at if access is not None else None,
-            refresh_source=entry.source if self.kind == "refresh_token" else "",
-            refresh_saved_at=entry.refresh_saved_at if self.kind == "refresh_token" else None,
-            login_at=self.settings.refresh_token_saved_at,
-            last_refresh_at=entry.last_refresh_at,
-            grants_in_process=entry.grants,
-            unsaved_rotation=entry.unsaved_rotation,
-        )
-
     # -- refresh-token grants ---------------------------------------------------------------------
 
-    def _refresh_sync(self, entry: CacheEntry) -> None:
+    def _refresh_sync(self, entry: CacheEntry, *, share: bool) -> None:
         store = self.state_store
-        candidate = self._choose(entry, store.load() if store is not None else None)
-        tried: set[str] = set()
-        attempts = 0
-        while True:
+        overlay = store.load() if store is not None else None
+        candidate = choose(self.settings, self._base_fingerprint, entry, overlay)
+        tried, attempts = set[str](), 0
+        while not (share and self._took_over(entry, overlay)):
             tried.add(candidate.token)
             try:
                 grant = self.oidc.refresh(candidate.token)
             except IceProdAuthError as exc:
-                if not _is_invalid_grant(exc) or attempts >= self.max_reread_retries:
-                    raise self._give_up(exc, attempts) from None
-                attempts += 1
-                newer = self._reread_sync(store, tried) if store is not None else None
-                newer = newer or self._new_login(self._reload_settings(), tried)
-                if newer is None:
-                    raise self._give_up(exc, attempts) from None
-                log.info("IceProd: retrying the refresh with a newer token (%s)", newer.source)
-                candidate = newer
+                attempts = self._count_invalid_grant(exc, attempts)
+                overlay = self._reread_sync(store, tried) if store is not None else None
+                newer = new_from_overlay(self.settings, overlay, tried)
+                candidate = self._retry_with(
+                    exc, attempts, newer or self._new_login(self._reload_settings(), tried)
+                )
                 continue
             self._mask_grant(grant)
-            rotated = self._rotation(candidate, grant)
-            self._remember(entry, candidate, rotated)  # memory first: it cannot fail
+            rotated = rotation(self.settings, self._base_fingerprint, candidate, grant)
+            remember(entry, candidate, rotated)  # memory first: it cannot fail
             if rotated is not None:
                 self._saved(entry, store is not None and store.save(rotated))
             self._accept_access(entry, grant, candidate.source, masked=True)
             return
 
-    async def _refresh_async(self, entry: CacheEntry) -> None:
+    async def _refresh_async(self, entry: CacheEntry, *, share: bool) -> None:
         store = self.state_store
-        candidate = self._choose(entry, await store.aload() if store is not None else None)
-        tried: set[str] = set()
-        attempts = 0
-        while True:
+        overlay = await store.aload() if store is not None else None
+        candidate = choose(self.settings, self._base_fingerprint, entry, overlay)
+        tried, attempts = set[str](), 0
+        while not (share and await self._atook_over(entry, overlay)):
             tried.add(candidate.token)
             try:
                 grant = await self.oidc.arefresh(candidate.token)
             except IceProdAuthError as exc:
-                if not _is_invalid_grant(exc) or attempts >= self.max_reread_retries:
-                    raise self._give_up(exc, attempts) from None
-                attempts += 1
-                newer = await self._reread_async(store, tried) if store is not None else None
+                attempts = self._count_invalid_grant(exc, attempts)
+                overlay = await self._reread_async(store, tried) if store is not None else None
+                newer = new_from_overlay(self.settings, overlay, tried)
                 newer = newer or self._new_login(await self._areload_settings(), tried)
-                if newer is None:
-                    raise self._give_up(exc, attempts) from None
-                log.info("IceProd: retrying the refresh with a newer token (%s)", newer.source)
-                candidate = newer
+                candidate = self._retry_with(exc, attempts, newer)
                 continue
             await self._amask_grant(grant)
-            rotated = self._rotation(candidate, grant)
-            self._remember(entry, candidate, rotated)
+            rotated = rotation(self.settings, self._base_fingerprint, candidate, grant)
+            remember(entry, candidate, rotated)
             if rotated is not None:
                 self._saved(entry, store is not None and await store.asave(rotated))
             self._accept_access(entry, grant, candidate.source, masked=True)
             return
 
-    def _reread_sync(self, store: TokenStateStore, tried: set[str]) -> _Candidate | None:
+    def _took_over(self, entry: CacheEntry, overlay: TokenState | None) -> bool:
+        adopted = self._adopt_shared(entry, overlay)
+        MASKS.register(self.key, adopted)
+        return bool(adopted)
+
+    async def _atook_over(self, entry: CacheEntry, overlay: TokenState | None) -> bool:
+        adopted = self._adopt_shared(entry, overlay)
+        if adopted:  # masked before use; no thread hop when there is nothing to take over
+            await MASKS.aregister(self.key, adopted)
+        return bool(adopted)
+
+    def _count_invalid_grant(self, exc: IceProdAuthError, attempts: int) -> int:
+        """After ``invalid_grant``, one more re-read is allowed; anything else is final."""
+        if not _is_invalid_grant(exc) or attempts >= self.max_reread_retries:
+            raise self._give_up(exc, attempts) from None
+        return attempts + 1
+
+    def _retry_with(self, exc: IceProdAuthError, attempts: int, newer: Candidate | None) -> Candidate:
+        if newer is None:
+            raise self._give_up(exc, attempts) from None
+        log.info("IceProd: retrying the refresh with a newer token (%s)", newer.source)
+        return newer
+
+    def _reread_sync(self, store: TokenStateStore, tried: set[str]) -> TokenState | None:
+        """The overlay, once it holds a refresh token not tried yet (another worker's write may lag)."""
         for delay in REREAD_DELAYS:
             if delay:
                 time.sleep(delay * (1 + random.random() / 2))
-            newer = self._new_from_overlay(store.load(), tried)
-            if newer is not None:
-                return newer
+            overlay = store.load()
+            if new_from_overlay(self.settings, overlay, tried) is not None:
+                return overlay
         return None
 
-    async def _reread_async(self, store: TokenStateStore, tried: set[str]) -> _Candidate | None:
+    async def _reread_async(self, store: TokenStateStore, tried: set[str]) -> TokenState | None:
         for delay in REREAD_DELAYS:
             if delay:
                 await asyncio.sleep(delay * (1 + random.random() / 2))
-            newer = self._new_from_overlay(await store.aload(), tried)
-            if newer is not None:
-                return newer
+            overlay = await store.aload()
+            if new_from_overlay(self.settings, overlay, tried) is not None:
+                return overlay
         return None

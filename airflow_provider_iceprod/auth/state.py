@@ -25,6 +25,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from airflow_provider_iceprod.auth.tokens import TokenState
@@ -60,10 +61,12 @@ class TokenStateStore(Protocol):
     async def asave(self, state: TokenState) -> bool: ...
 
 
-def _redacted(exc: BaseException, secret: str) -> str:
+def _redacted(exc: BaseException, state: TokenState) -> str:
+    """An error's text for a log line, without the state's tokens (a failed write may echo them)."""
     text = f"{type(exc).__name__}: {exc}"
-    if secret:
-        text = text.replace(secret, "***")
+    for secret in (state.refresh_token, state.access_token):
+        if secret:
+            text = text.replace(secret, "***")
     return text[:300]
 
 
@@ -82,6 +85,28 @@ def read_error(where: str, exc: BaseException) -> IceProdTransientError:
         f"Could not read the IceProd token-state overlay ({where}): {type(exc).__name__}. The newest "
         "refresh token may be stored there, so the refresh was not attempted with an older one; retry."
     )
+
+
+def parse_overlay(
+    read: Callable[[], str | None], where: str, errors: type[Exception] = Exception
+) -> TokenState | None:
+    """Read a stored overlay and parse it; a failed read is transient, never "no overlay"."""
+    try:
+        raw = read()
+    except errors as exc:
+        raise read_error(where, exc) from None
+    return TokenState.from_json(raw, where=where)
+
+
+class VariableKeyed:
+    """A store of the overlay Variable ``iceprod_token_state__<conn_id>`` of one connection."""
+
+    def __init__(self, conn_id: str) -> None:
+        self.conn_id = conn_id
+        self.key = variable_name(conn_id)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(key={self.key!r})"
 
 
 def in_task_context() -> bool:
@@ -114,18 +139,11 @@ def default_state_store(conn_id: str, issuer: str, client_id: str) -> TokenState
     return LayeredTokenStateStore(primary, local) if local is not None else primary
 
 
-class VariableTokenStateStore:
+class VariableTokenStateStore(VariableKeyed):
     """The overlay in an Airflow Variable, through the Task SDK (works in tasks and triggers)."""
 
     #: Attempts for a write that fails for a reason other than "no Airflow API here".
     SAVE_ATTEMPTS = 3
-
-    def __init__(self, conn_id: str) -> None:
-        self.conn_id = conn_id
-        self.key = variable_name(conn_id)
-
-    def __repr__(self) -> str:
-        return f"VariableTokenStateStore(key={self.key!r})"
 
     def _read_raw(self) -> str | None:
         """The Variable's value straight from the Execution API (no cache, no secrets backend).
@@ -150,18 +168,10 @@ class VariableTokenStateStore:
         raise RuntimeError(f"unexpected answer {type(msg).__name__}")
 
     def load(self) -> TokenState | None:
-        try:
-            raw = self._read_raw()
-        except Exception as exc:
-            raise read_error(f"Variable {self.key}", exc) from None
-        return TokenState.from_json(raw, where=f"Variable {self.key}")
+        return parse_overlay(self._read_raw, f"Variable {self.key}")
 
     async def aload(self) -> TokenState | None:
-        try:
-            raw = await _in_thread(self._read_raw)
-        except Exception as exc:
-            raise read_error(f"Variable {self.key}", exc) from None
-        return TokenState.from_json(raw, where=f"Variable {self.key}")
+        return await _in_thread(self.load)
 
     def _write(self, state: TokenState) -> None:
         from airflow.sdk import Variable
@@ -184,23 +194,30 @@ class VariableTokenStateStore:
             "next refresh, run `airflow-iceprod login --conn-id %s` or `airflow-iceprod refresh`.",
             self.conn_id,
             self.key,
-            _redacted(exc, state.refresh_token),
+            _redacted(exc, state),
             self.conn_id,
         )
+
+    def _delay_after(self, exc: Exception, attempt: int, state: TokenState) -> float | None:
+        """How long to wait before the next write; None (after a warning) when saving gives up.
+
+        ``ImportError``: no task context, the Task SDK has no API connection here: final at once.
+        """
+        if isinstance(exc, ImportError) or attempt >= self.SAVE_ATTEMPTS:
+            self._warn_unsaved(exc, state)
+            return None
+        return 0.2 * attempt
 
     def save(self, state: TokenState) -> bool:
         for attempt in range(1, self.SAVE_ATTEMPTS + 1):
             try:
                 self._write(state)
                 return True
-            except ImportError as exc:  # no task context: the Task SDK has no API connection here
-                self._warn_unsaved(exc, state)
-                return False
             except Exception as exc:
-                if attempt == self.SAVE_ATTEMPTS:
-                    self._warn_unsaved(exc, state)
+                delay = self._delay_after(exc, attempt, state)
+                if delay is None:
                     return False
-                time.sleep(0.2 * attempt)
+                time.sleep(delay)
         return False  # pragma: no cover
 
     async def asave(self, state: TokenState) -> bool:
@@ -208,14 +225,11 @@ class VariableTokenStateStore:
             try:
                 await _in_thread(self._write, state)
                 return True
-            except ImportError as exc:
-                self._warn_unsaved(exc, state)
-                return False
             except Exception as exc:
-                if attempt == self.SAVE_ATTEMPTS:
-                    self._warn_unsaved(exc, state)
+                delay = self._delay_after(exc, attempt, state)
+                if delay is None:
                     return False
-                await asyncio.sleep(0.2 * attempt)
+                await asyncio.sleep(delay)
         return False  # pragma: no cover
 
     def clear(self) -> None:

@@ -10,16 +10,17 @@ import hashlib
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from airflow_provider_iceprod.auth.locks import file_lock, lock_path
 from airflow_provider_iceprod.auth.state import (
     TokenStateStore,
+    VariableKeyed,
     _in_thread,
     _redacted,
-    read_error,
-    variable_name,
+    parse_overlay,
 )
 from airflow_provider_iceprod.auth.tokens import TokenState
 
@@ -29,19 +30,21 @@ STATE_DIR_ENV = "AIRFLOW_ICEPROD_STATE_DIR"
 DESCRIPTION = "IceProd token state of connection {conn_id} (airflow-provider-iceprod)"
 
 
-class DbTokenStateStore:
+def _warn_unsaved(conn_id: str, where: str, exc: BaseException, state: TokenState) -> None:
+    log.warning(
+        "IceProd connection %r: could not save the rotated refresh token to %s (%s).",
+        conn_id,
+        where,
+        _redacted(exc, state),
+    )
+
+
+class DbTokenStateStore(VariableKeyed):
     """The overlay Variable through Airflow's ORM, for processes with metadata-DB access.
 
     A save reads the stored state and writes in one transaction (row lock where the DB has them), so
     the overlay never goes backwards, also between hosts sharing the DB.
     """
-
-    def __init__(self, conn_id: str) -> None:
-        self.conn_id = conn_id
-        self.key = variable_name(conn_id)
-
-    def __repr__(self) -> str:
-        return f"DbTokenStateStore(key={self.key!r})"
 
     def read_raw(self) -> str | None:
         from airflow.models import Variable
@@ -53,11 +56,7 @@ class DbTokenStateStore:
             return None if row is None else row.val
 
     def load(self) -> TokenState | None:
-        try:
-            raw = self.read_raw()
-        except Exception as exc:
-            raise read_error(f"Variable {self.key} in the metadata DB", exc) from None
-        return TokenState.from_json(raw, where=f"Variable {self.key}")
+        return parse_overlay(self.read_raw, f"Variable {self.key} in the metadata DB")
 
     def _write(self, state: TokenState) -> None:
         from airflow.models import Variable
@@ -79,13 +78,7 @@ class DbTokenStateStore:
             self._write(state)
             return True
         except Exception as exc:
-            log.warning(
-                "IceProd connection %r: could not save the rotated refresh token to Variable %s in the "
-                "metadata DB (%s).",
-                self.conn_id,
-                self.key,
-                _redacted(exc, state.refresh_token),
-            )
+            _warn_unsaved(self.conn_id, f"Variable {self.key} in the metadata DB", exc, state)
             return False
 
     def clear(self) -> None:
@@ -97,11 +90,7 @@ class DbTokenStateStore:
             session.execute(delete(Variable).where(Variable.key == self.key))
 
     async def aload(self) -> TokenState | None:
-        try:
-            raw = await _in_thread(self.read_raw)
-        except Exception as exc:
-            raise read_error(f"Variable {self.key} in the metadata DB", exc) from None
-        return TokenState.from_json(raw, where=f"Variable {self.key}")
+        return await _in_thread(self.load)
 
     async def asave(self, state: TokenState) -> bool:
         return bool(await _in_thread(self.save, state))
@@ -127,15 +116,12 @@ def state_dir() -> Path | None:
     return path
 
 
+@dataclass
 class FileTokenStateStore:
     """The overlay in an owner-only file (0600), written atomically under a per-file lock."""
 
-    def __init__(self, path: Path, conn_id: str) -> None:
-        self.path = path
-        self.conn_id = conn_id
-
-    def __repr__(self) -> str:
-        return f"FileTokenStateStore({str(self.path)!r})"
+    path: Path
+    conn_id: str
 
     @classmethod
     def for_connection(cls, conn_id: str, issuer: str, client_id: str) -> FileTokenStateStore | None:
@@ -156,11 +142,7 @@ class FileTokenStateStore:
             return None
 
     def load(self) -> TokenState | None:
-        try:
-            raw = self._read()
-        except OSError as exc:
-            raise read_error(f"file {self.path}", exc) from None
-        return TokenState.from_json(raw, where=f"file {self.path}")
+        return parse_overlay(self._read, f"file {self.path}", OSError)
 
     def save(self, state: TokenState) -> bool:
         try:
@@ -180,12 +162,7 @@ class FileTokenStateStore:
                         os.unlink(tmp)
             return True
         except OSError as exc:
-            log.warning(
-                "IceProd connection %r: could not save the rotated refresh token to %s (%s).",
-                self.conn_id,
-                self.path,
-                _redacted(exc, state.refresh_token),
-            )
+            _warn_unsaved(self.conn_id, str(self.path), exc, state)
             return False
 
     def clear(self) -> None:
@@ -199,6 +176,7 @@ class FileTokenStateStore:
         return bool(await _in_thread(self.save, state))
 
 
+@dataclass
 class LayeredTokenStateStore:
     """A shared store (Variable or DB) plus this host's file copy.
 
@@ -206,12 +184,8 @@ class LayeredTokenStateStore:
     local copy until the next rotation rewrites both. ``save`` succeeds when the shared store took it.
     """
 
-    def __init__(self, shared: TokenStateStore, local: FileTokenStateStore) -> None:
-        self.shared = shared
-        self.local = local
-
-    def __repr__(self) -> str:
-        return f"LayeredTokenStateStore({self.shared!r}, {self.local!r})"
+    shared: TokenStateStore
+    local: FileTokenStateStore
 
     @staticmethod
     def _newer(a: TokenState | None, b: TokenState | None) -> TokenState | None:

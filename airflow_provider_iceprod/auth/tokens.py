@@ -141,6 +141,11 @@ class TokenState:
     descends from, and ``generation`` counts the rotations since that login. Together they order states
     without comparing clocks of different hosts (``saved_at`` is informational). ``base_saved_at`` is the
     login's ``refresh_token_saved_at``, to order states of two different logins.
+
+    ``access_token`` (with ``access_expires_at``/``access_obtained_at``, epoch seconds) is the access
+    token the rotating grant returned. Other processes reuse it while it is fresh instead of rotating
+    the refresh token again (see :meth:`shared_access`); it is stored where the refresh token is, which
+    is the more powerful secret of the two.
     """
 
     refresh_token: str = field(repr=False)
@@ -150,19 +155,37 @@ class TokenState:
     fingerprint_of_base: str = ""
     generation: int = 0
     base_saved_at: float = 0.0
+    access_token: str = field(default="", repr=False)
+    access_expires_at: float = 0.0
+    access_obtained_at: float = 0.0
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "refresh_token": self.refresh_token,
-                "saved_at": self.saved_at,
-                "issuer": self.issuer,
-                "client_id": self.client_id,
-                "fingerprint_of_base": self.fingerprint_of_base,
-                "generation": self.generation,
-                "base_saved_at": self.base_saved_at,
-            }
+        doc: dict[str, Any] = {
+            "refresh_token": self.refresh_token,
+            "saved_at": self.saved_at,
+            "issuer": self.issuer,
+            "client_id": self.client_id,
+            "fingerprint_of_base": self.fingerprint_of_base,
+            "generation": self.generation,
+            "base_saved_at": self.base_saved_at,
+        }
+        if self.access_token:
+            doc["access_token"] = self.access_token
+            doc["access_expires_at"] = self.access_expires_at
+            doc["access_obtained_at"] = self.access_obtained_at
+        return json.dumps(doc)
+
+    def shared_access(self, lead_time: float, now: float | None = None) -> AccessToken | None:
+        """The access token stored with this state while it is fresh (more than its lead time left)."""
+        if not self.access_token:
+            return None
+        token = AccessToken(
+            value=self.access_token,
+            expires_at=self.access_expires_at,
+            obtained_at=self.access_obtained_at,
+            claims=decode_claims(self.access_token),
         )
+        return token if token.is_fresh(lead_time, now) else None
 
     def supersedes(self, other: TokenState | None) -> bool:
         """True when this state should replace ``other`` in a store (the overlay never goes backwards)."""
@@ -197,10 +220,19 @@ class TokenState:
                 fingerprint_of_base=str(doc.get("fingerprint_of_base") or ""),
                 generation=int(doc.get("generation") or 0),
                 base_saved_at=float(doc.get("base_saved_at") or 0.0),
+                access_token=_stored_access_token(doc),
+                access_expires_at=float(doc.get("access_expires_at") or 0.0),
+                access_obtained_at=float(doc.get("access_obtained_at") or 0.0),
             )
         except (ValueError, TypeError, KeyError, AttributeError):
             log.warning("Ignoring the %s: it is not valid JSON of the expected shape", what)
             return None
+
+
+def _stored_access_token(doc: dict[str, Any]) -> str:
+    """The shared access token of a stored overlay, or "" (absent, or a masked value from the UI)."""
+    value = str(doc.get("access_token") or "").strip()
+    return "" if value in NOT_TOKENS else value
 
 
 def mask_token(value: str | None) -> None:

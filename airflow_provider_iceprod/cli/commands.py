@@ -19,7 +19,7 @@ from airflow_provider_iceprod.cli.stores import (
 from airflow_provider_iceprod.cli.token_state import CliTokenStateStore
 
 if TYPE_CHECKING:
-    from airflow_provider_iceprod.auth.provider import TokenStatus
+    from airflow_provider_iceprod.auth.status import TokenStatus
 
 
 def _provider_for(args: argparse.Namespace) -> tuple[Any, CliTokenStateStore]:

@@ -2,8 +2,9 @@
 
 Eight fresh plain-Python processes read the connection from the metadata DB
 (``_AIRFLOW_PROCESS_CONTEXT=server``) and each call ``IceProdHook().test_connection()`` three times,
-with access tokens that expire between the calls, so every call needs a refresh grant. The issuer
-spends each refresh token on use. Every process must succeed every time, and a ninth process started
+with access tokens that expire between the calls, so every call needs a new access token: a refresh
+grant, or the fresh access token another process stored in the overlay. The issuer spends each
+refresh token on use. Every process must succeed every time, and a ninth process started
 afterwards must authenticate: the newest refresh token was never lost.
 
 Timings are scaled down (2 s tokens, 2.5 s apart; the issue's case is 8 s tokens, 9 s apart) through
@@ -101,7 +102,11 @@ def test_eight_processes_with_single_use_refresh_tokens_all_succeed_and_a_ninth_
         ninth_ok, text = _result(_start(conn_id, 1, env))
         assert ninth_ok == 1, text
         # every refresh used the newest token: no invalid_grant was ever answered
-        assert ip.counters.grants["refresh_token"] >= PROCESSES * CALLS
+        grants = ip.counters.grants["refresh_token"]
+        assert ip.counters.grant_requests["refresh_token"] == grants
+        # tokens expire between rounds, so each round refreshes at least once; processes that find a
+        # fresh access token in the overlay take it over instead of rotating again
+        assert CALLS <= grants <= PROCESSES * CALLS + 1
         for secret in (token,):
             assert all(secret not in t for _, t in results)
 

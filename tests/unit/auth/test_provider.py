@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -49,16 +50,97 @@ def test_rotation_is_saved_to_the_overlay_before_use(rotating_idp: LocalIceProd)
     assert store.saves == 4
 
 
+def without_access(store: MemoryTokenStateStore) -> MemoryTokenStateStore:
+    """The same overlay with no shared access token (one saved before sharing, or an expired one)."""
+    assert store.state is not None
+    return MemoryTokenStateStore(dataclasses.replace(store.state, access_token=""))
+
+
 def test_a_new_process_prefers_the_newer_overlay(rotating_idp: LocalIceProd) -> None:
     ip = rotating_idp
     settings = settings_for(ip, ip.issue_refresh_token("alice"))
     store = MemoryTokenStateStore()
     TokenProvider(settings, retry=FAST_RETRY, state_store=store).get_token()
     # "another process": its own cache, the same connection (spent base token) and overlay
-    other = TokenProvider(settings, retry=FAST_RETRY, state_store=store, cache=TokenCache())
+    other = TokenProvider(settings, retry=FAST_RETRY, state_store=without_access(store), cache=TokenCache())
     other.get_token()
     assert other.status().refresh_source == "overlay"
     assert ip.counters.grant_requests["refresh_token"] == 2  # no invalid_grant on the way
+
+
+def test_a_new_process_takes_over_the_fresh_shared_access_token(rotating_idp: LocalIceProd) -> None:
+    from airflow.sdk._shared.secrets_masker import redact
+
+    ip = rotating_idp
+    settings = settings_for(ip, ip.issue_refresh_token("alice"))
+    store = MemoryTokenStateStore()
+    first = TokenProvider(settings, retry=FAST_RETRY, state_store=store).get_token()
+    assert store.state is not None and store.state.access_token == first
+    # a burst of new task processes: each its own cache, all one overlay
+    others = [
+        TokenProvider(settings, retry=FAST_RETRY, state_store=store, cache=TokenCache()) for _ in range(8)
+    ]
+    assert {p.get_token() for p in others} == {first}
+    assert ip.counters.grant_requests["refresh_token"] == 1  # one grant for nine processes
+    entry = others[0]._cache.entry(others[0].key)
+    assert entry.adopted == 1 and entry.grants == 0 and entry.source == "overlay"
+    assert entry.refresh_token == store.state.refresh_token  # its next refresh uses the newest token
+    assert redact(f"value: {first}") == "value: ***"
+    # when the shared token ages, the next refresh rotates the newest refresh token: no invalid_grant
+    others[0].get_token(force_refresh=True)
+    assert ip.counters.grant_requests["refresh_token"] == 2
+    assert ip.counters.grants["refresh_token"] == 2
+
+
+def test_an_invalidated_token_is_not_taken_over_again(rotating_idp: LocalIceProd) -> None:
+    ip = rotating_idp
+    settings = settings_for(ip, ip.issue_refresh_token("alice"))
+    store = MemoryTokenStateStore()
+    p = TokenProvider(settings, retry=FAST_RETRY, state_store=store)
+    rejected = p.get_token()
+    p.invalidate()  # the API said "authentication failed" to it (rest-tools client path)
+    assert p.get_token() != rejected
+    assert ip.counters.grants["refresh_token"] == 2
+
+
+def test_a_forced_refresh_never_takes_over_the_shared_token(rotating_idp: LocalIceProd) -> None:
+    ip = rotating_idp
+    settings = settings_for(ip, ip.issue_refresh_token("alice"))
+    store = MemoryTokenStateStore()
+    rejected = TokenProvider(settings, retry=FAST_RETRY, state_store=store).get_token()
+    other = TokenProvider(settings, retry=FAST_RETRY, state_store=store, cache=TokenCache())
+    assert other.get_token(force_refresh=True) != rejected  # the API said no to it: get a new one
+    assert ip.counters.grants["refresh_token"] == 2
+
+
+@pytest.mark.parametrize("left", [-10.0, 30.0])  # expired; inside its lead time (300 s tokens: 75 s)
+def test_a_shared_token_that_is_not_fresh_is_not_taken_over(rotating_idp: LocalIceProd, left: float) -> None:
+    ip = rotating_idp
+    settings = settings_for(ip, ip.issue_refresh_token("alice"))
+    store = MemoryTokenStateStore()
+    shared = TokenProvider(settings, retry=FAST_RETRY, state_store=store).get_token()
+    assert store.state is not None
+    now = time.time()
+    store.state = dataclasses.replace(
+        store.state, access_expires_at=now + left, access_obtained_at=now + left - 300
+    )
+    other = TokenProvider(settings, retry=FAST_RETRY, state_store=store, cache=TokenCache())
+    assert other.get_token() != shared
+    assert ip.counters.grants["refresh_token"] == 2
+
+
+def test_an_older_overlay_than_this_process_holds_is_not_taken_over(rotating_idp: LocalIceProd) -> None:
+    ip = rotating_idp
+    settings = settings_for(ip, ip.issue_refresh_token("alice"))
+    store = MemoryTokenStateStore()
+    p = TokenProvider(settings, retry=FAST_RETRY, state_store=store)
+    p.get_token()
+    old = store.state
+    p.get_token(force_refresh=True)  # this process is one rotation further
+    p.invalidate()
+    store.state = old  # a stale copy (e.g. a lagging read)
+    p.get_token()
+    assert ip.counters.grants["refresh_token"] == 3  # refreshed with its own newer token, no takeover
 
 
 def test_overlay_older_than_the_connection_is_ignored(idp: LocalIceProd) -> None:
@@ -83,12 +165,25 @@ def test_overlay_of_another_issuer_is_ignored(idp: LocalIceProd) -> None:
     assert p.status().refresh_source == "connection"
 
 
+def test_invalid_grant_takes_over_the_winners_access_token(rotating_idp: LocalIceProd) -> None:
+    ip = rotating_idp
+    settings = settings_for(ip, ip.issue_refresh_token("alice"))
+    shared = MemoryTokenStateStore()
+    winner = TokenProvider(settings, retry=FAST_RETRY, state_store=shared).get_token()  # host A rotates
+    hiding = HidingStore(shared.state)  # host B does not see A's write at first
+    b = TokenProvider(settings, retry=FAST_RETRY, state_store=hiding, cache=TokenCache())
+    assert b.get_token() == winner
+    assert ip.counters.grant_requests["refresh_token"] == 2  # A, B's invalid_grant; no second rotation
+    assert ip.counters.grants["refresh_token"] == 1
+    assert ip.refresh_token_is_valid(hiding.state.refresh_token)
+
+
 def test_invalid_grant_rereads_the_overlay_and_retries(rotating_idp: LocalIceProd) -> None:
     ip = rotating_idp
     settings = settings_for(ip, ip.issue_refresh_token("alice"))
     shared = MemoryTokenStateStore()
     TokenProvider(settings, retry=FAST_RETRY, state_store=shared).get_token()  # worker A rotates
-    hiding = HidingStore(shared.state)  # worker B does not see A's write at first
+    hiding = HidingStore(without_access(shared).state)  # B does not see A's write at first
     b = TokenProvider(settings, retry=FAST_RETRY, state_store=hiding, cache=TokenCache())
     b.get_token()
     assert ip.counters.grant_requests["refresh_token"] == 3  # A, B's invalid_grant, B's retry
@@ -142,11 +237,15 @@ async def test_async_rotation_and_reread(rotating_idp: LocalIceProd) -> None:
     ip = rotating_idp
     settings = settings_for(ip, ip.issue_refresh_token("alice"))
     shared = MemoryTokenStateStore()
-    await TokenProvider(settings, retry=FAST_RETRY, state_store=shared).aget_token()
-    hiding = HidingStore(shared.state)
+    winner = await TokenProvider(settings, retry=FAST_RETRY, state_store=shared).aget_token()
+    hiding = HidingStore(without_access(shared).state)
     b = TokenProvider(settings, retry=FAST_RETRY, state_store=hiding, cache=TokenCache())
     await b.aget_token()
     assert (await b.aidentity()).username == "alice"
+    assert ip.counters.grants["refresh_token"] == 2
+    # with the access token shared, a third process takes it over after its invalid_grant
+    c = TokenProvider(settings, retry=FAST_RETRY, state_store=HidingStore(shared.state), cache=TokenCache())
+    assert await c.aget_token() == winner
     assert ip.counters.grants["refresh_token"] == 2
 
 
@@ -230,10 +329,10 @@ def test_no_token_in_reprs(rotating_idp: LocalIceProd) -> None:
     p = TokenProvider(settings_for(ip, base), retry=FAST_RETRY, state_store=store)
     access = p.get_token()
     entry = p._cache.entry(p.key)
-    from airflow_provider_iceprod.auth.provider import _Candidate
+    from airflow_provider_iceprod.auth.candidates import Candidate
     from airflow_provider_iceprod.cli import StoredConnection
 
-    candidate = _Candidate(base, 1.0, "connection")
+    candidate = Candidate(base, 1.0, "connection")
     stored = StoredConnection("c", password=access, extra={"refresh_token": base})
     for obj in (p, p.settings, entry, entry.access, store.state, p.status(), p.oidc, candidate, stored):
         text = repr(obj)

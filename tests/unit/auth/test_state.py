@@ -80,16 +80,38 @@ def test_unreadable_overlay_counts_as_none() -> None:
     assert TokenState.from_json(json.dumps({"refresh_token": "  "})) is None
 
 
+def test_a_masked_shared_access_token_is_ignored_not_used() -> None:
+    # Airflow's UI writes "***" back for masked values; the refresh token still counts
+    state = TokenState.from_json(
+        json.dumps({"refresh_token": "rt-1", "access_token": "***", "access_expires_at": 9e9})
+    )
+    assert state is not None and state.refresh_token == "rt-1"
+    assert state.access_token == "" and state.shared_access(lead_time=120) is None
+    # an overlay from before sharing has no access token and round-trips without one
+    old = TokenState("rt-2", 1.0, "https://issuer", "client", "fp")
+    assert "access_token" not in old.to_json()
+    assert TokenState.from_json(old.to_json()) == old
+
+
 def test_overlay_round_trip_through_the_execution_api(task_comms: None) -> None:
     store = VariableTokenStateStore("roundtrip")
     store.clear()
     assert store.load() is None
-    state = TokenState("refresh-token-value-123456", 1234.5, "https://issuer/realm", "iceprod-public", "abc")
+    state = TokenState(
+        "refresh-token-value-123456",
+        1234.5,
+        "https://issuer/realm",
+        "iceprod-public",
+        "abc",
+        access_token="access-token-value-654321",
+        access_expires_at=2000.0,
+        access_obtained_at=1700.0,
+    )
     assert store.save(state) is True
     assert store.load() == state
     value, encrypted = _db_row(store.key) or ("", False)
     assert encrypted  # Fernet-encrypted at rest
-    assert "refresh-token-value-123456" not in value
+    assert "refresh-token-value-123456" not in value and "access-token-value-654321" not in value
 
 
 async def test_async_overlay_round_trip(task_comms: None) -> None:
@@ -103,11 +125,16 @@ def test_rotation_in_a_task_persists_to_the_variable(task_comms: None) -> None:
     with LocalIceProd(rotate_refresh_tokens=True, materialize_interval=None) as ip:
         settings = settings_for(ip, ip.issue_refresh_token("alice"), conn_id="task_rotation")
         first = TokenProvider(settings, retry=FAST_RETRY)
-        first.get_token()
+        access = first.get_token()
         saved = VariableTokenStateStore("task_rotation").load()
         assert saved is not None and ip.refresh_token_is_valid(saved.refresh_token)
-        # a later task (fresh process cache) with the same, now spent, connection token succeeds
+        assert saved.access_token == access  # shared with the next task processes
+        # a later task (fresh process cache) with the same, now spent, connection token takes it over
         later = TokenProvider(settings, retry=FAST_RETRY, cache=TokenCache())
-        later.get_token()
-        assert later.status().refresh_source == "overlay"
+        assert later.get_token() == access
+        assert ip.counters.grant_requests["refresh_token"] == 1
+        # and refreshes with the overlay's refresh token once it must (no invalid_grant first)
+        later.get_token(force_refresh=True)
         assert ip.counters.grant_requests["refresh_token"] == 2
+        newer = VariableTokenStateStore("task_rotation").load()
+        assert newer is not None and newer.generation == saved.generation + 1

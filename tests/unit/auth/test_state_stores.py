@@ -206,7 +206,7 @@ def test_after_invalid_grant_a_new_login_in_the_connection_is_picked_up(ip: Loca
     ip.revoke_all("alice")  # the old session ends (idle timeout, revocation) ...
     new_login = ip.issue_refresh_token("alice")  # ... and the login created a new one
     connection["now"] = settings(ip, new_login)
-    p.invalidate()
+    p.invalidate()  # IceProd rejected the old session's access token
     p.get_token()
     assert p.settings.refresh_token == new_login
     assert p.status().username == "alice"
