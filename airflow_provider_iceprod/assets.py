@@ -28,15 +28,16 @@ for each matching dataset that finishes::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Unpack
 from urllib.parse import urlencode, urlsplit
 
 from airflow_provider_iceprod.exceptions import IceProdConfigError
 
 if TYPE_CHECKING:
     from airflow.sdk import Asset
+
+    from airflow_provider_iceprod.triggers.events import WatchArgs
 
 ASSET_SCHEME = "iceprod"
 ASSET_GROUP = "iceprod"
@@ -110,21 +111,17 @@ def asset_event_extra(dataset_id: str, dataset: int, url: str, status: str, **mo
 def iceprod_dataset_asset(
     iceprod_conn_id: str = "iceprod_default",
     *,
-    status: str | Iterable[str] = "complete",
-    group: str | Iterable[str] | None = None,
-    owner: str | Iterable[str] | None = None,
-    description: str | None = None,
-    datasets: Iterable[int] | None = None,
-    poll_interval: float = 60.0,
-    replay_since: str | datetime | None = None,
     name: str | None = None,
     extra: Mapping[str, Any] | None = None,
+    **watch: Unpack[WatchArgs],
 ) -> Asset:
     """An ``Asset`` that gets an event whenever a matching IceProd dataset enters ``status``.
 
     The asset carries an ``AssetWatcher`` running
-    :class:`~airflow_provider_iceprod.triggers.events.IceProdDatasetEventTrigger` (arguments as
-    there) in the triggerer; schedule a DAG on it. Its URI is
+    :class:`~airflow_provider_iceprod.triggers.events.IceProdDatasetEventTrigger` in the
+    triggerer; schedule a DAG on it. ``watch`` are that trigger's arguments (``status``
+    (default ``complete``), ``group``, ``owner``, ``description``, ``datasets``,
+    ``poll_interval`` (default 60 s), ``replay_since``; see ``WatchArgs`` there). Its URI is
     ``iceprod://<conn id>/watch?<filter>``, which is also the default name. Bad arguments raise
     ``ValueError`` when the DAG file is parsed.
     """
@@ -132,16 +129,7 @@ def iceprod_dataset_asset(
 
     from airflow_provider_iceprod.triggers.events import IceProdDatasetEventTrigger
 
-    trigger = IceProdDatasetEventTrigger(
-        iceprod_conn_id,
-        status=status,
-        group=group,
-        owner=owner,
-        description=description,
-        datasets=datasets,
-        poll_interval=poll_interval,
-        replay_since=replay_since,
-    )
+    trigger = IceProdDatasetEventTrigger(iceprod_conn_id, **watch)
     query = {
         k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in trigger.filter.to_dict().items()
     }

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 DATASET_STATUSES = ("processing", "suspended", "errors", "complete")
@@ -107,6 +108,23 @@ class DatasetProgress:
     job_counts: dict[str, int] = field(default_factory=dict)
     task_counts: dict[str, int] = field(default_factory=dict)
 
+    @classmethod
+    def from_row(
+        cls, row: Mapping[str, Any], job_counts: Mapping[str, int], task_counts: Mapping[str, int]
+    ) -> DatasetProgress:
+        """From a dataset document (``GET /datasets/{id}``, a row of the dataset list, or an event's
+        ``progress``) and the job and task counts by status."""
+        return cls(
+            dataset_id=str(row["dataset_id"]),
+            dataset=int(row.get("dataset") or 0),
+            status=str(row.get("status") or ""),
+            truncated=bool(row.get("truncated", False)),
+            jobs_submitted=int(row.get("jobs_submitted") or 0),
+            tasks_submitted=int(row.get("tasks_submitted") or 0),
+            job_counts=dict(job_counts),
+            task_counts=dict(task_counts),
+        )
+
     @property
     def jobs_complete(self) -> int:
         return self.job_counts.get("complete", 0)
@@ -136,16 +154,8 @@ class DatasetProgress:
         return 100.0 * self.jobs_complete / total if total else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "dataset_id": self.dataset_id,
-            "dataset": self.dataset,
-            "status": self.status,
-            "truncated": self.truncated,
-            "jobs_submitted": self.jobs_submitted,
-            "tasks_submitted": self.tasks_submitted,
-            "job_counts": dict(self.job_counts),
-            "task_counts": dict(self.task_counts),
-        }
+        """Every field, plain JSON values (the counts copied)."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import os
 import threading
 import weakref
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, TypedDict, Unpack
 from urllib.parse import urlsplit
 
 import httpx
@@ -198,6 +198,15 @@ def _looks_like_html(response: httpx.Response) -> bool:
     return "html" in content_type or response.text.lstrip().lower().startswith(("<!doctype", "<html"))
 
 
+class RequestOptions(TypedDict, total=False):
+    """The keyword arguments of :meth:`Transport.request` and :meth:`Transport.arequest`."""
+
+    params: Mapping[str, Any] | None
+    json: Any
+    form: Mapping[str, Any] | None
+    idempotent: bool | None
+
+
 class Transport:
     """HTTP to one service (IceProd's API, its actions server, the OpenID issuer, Airflow's API).
 
@@ -223,21 +232,15 @@ class Transport:
 
     # Public API -----------------------------------------------------------------------------------
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        json: Any = None,
-        form: Mapping[str, Any] | None = None,
-        idempotent: bool | None = None,
-    ) -> Any:
-        """Send one request with retries; return the decoded JSON answer (``None`` when empty)."""
+    def request(self, method: str, path: str, **options: Unpack[RequestOptions]) -> Any:
+        """Send one request with retries; return the decoded JSON answer (``None`` when empty).
+
+        ``options`` (:class:`RequestOptions`): ``params`` (the query; ``None`` values dropped),
+        ``json`` or ``form`` (the body), ``idempotent`` (may it be re-sent after an ambiguous
+        failure; default: every route but those in ``NON_IDEMPOTENT``)."""
         refuse_running_loop(f"{self.service} request {method.upper()} {urlsplit(path).path or '/'}")
         client = shared_client(self._url(path))
-        request = self._build(client, method, path, params, json, form)
-        idempotent = self._idempotent(request, idempotent)
+        request, idempotent = self._build(client, method, path, options)
         try:  # the first attempt needs no retry machinery (most calls end here)
             return self._send(client, request, idempotent)
         except IceProdError as exc:
@@ -257,20 +260,10 @@ class Transport:
             mark_final(exc, int(policy.statistics.get("attempt_number", 1)))
             raise
 
-    async def arequest(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        json: Any = None,
-        form: Mapping[str, Any] | None = None,
-        idempotent: bool | None = None,
-    ) -> Any:
+    async def arequest(self, method: str, path: str, **options: Unpack[RequestOptions]) -> Any:
         """The async form of :meth:`request`; never blocks the event loop."""
         client, gate = await _async_slot(self._url(path), self.service)
-        request = self._build(client, method, path, params, json, form)
-        idempotent = self._idempotent(request, idempotent)
+        request, idempotent = self._build(client, method, path, options)
         try:  # the first attempt needs no retry machinery (most calls end here)
             return await self._asend(client, gate, request, idempotent)
         except IceProdError as exc:
@@ -317,18 +310,14 @@ class Transport:
         return self.base_url + (path if path.startswith("/") else "/" + path)
 
     def _build(
-        self,
-        client: httpx.Client | httpx.AsyncClient,
-        method: str,
-        path: str,
-        params: Mapping[str, Any] | None,
-        json: Any,
-        form: Mapping[str, Any] | None,
-    ) -> httpx.Request:
+        self, client: httpx.Client | httpx.AsyncClient, method: str, path: str, options: RequestOptions
+    ) -> tuple[httpx.Request, bool]:
+        """The request, and whether it is idempotent (may be re-sent after an ambiguous failure)."""
+        params, json, form = options.get("params"), options.get("json"), options.get("form")
         if json is not None and form is not None:
             raise ValueError("pass either json= or form=, not both")
         try:
-            return client.build_request(
+            request = client.build_request(
                 method.upper(),
                 self._url(path),
                 params={k: v for k, v in params.items() if v is not None} if params else None,
@@ -340,12 +329,10 @@ class Transport:
             raise IceProdConfigError(
                 f"{method.upper()} {path}: bad URL ({type(exc).__name__}: {exc})"
             ) from None
-
-    @staticmethod
-    def _idempotent(request: httpx.Request, idempotent: bool | None) -> bool:
-        if idempotent is not None:
-            return idempotent
-        return (request.method, request.url.path.rstrip("/") or "/") not in NON_IDEMPOTENT
+        idempotent = options.get("idempotent")
+        if idempotent is None:
+            idempotent = (request.method, request.url.path.rstrip("/") or "/") not in NON_IDEMPOTENT
+        return request, idempotent
 
     def _interpret(self, request: httpx.Request, idempotent: bool, response: httpx.Response) -> Any:
         if 200 <= response.status_code < 300:

@@ -84,6 +84,30 @@ def count_transient_error(
         )
 
 
+def poll_and_log(
+    hook: IceProdHook,
+    dataset_id: str,
+    options: WaitOptions,
+    state: WaitState,
+    log: Any,
+    now: float | None = None,
+) -> tuple[Verdict, DatasetProgress] | None:
+    """:func:`poll_once`, logged: the progress line (on change, and a heartbeat) and, when the
+    dataset failed, its failed tasks' logs. A transient error is counted
+    (:func:`count_transient_error`, which re-raises it when the wait must end) and gives ``None``."""
+    try:
+        verdict, progress = poll_once(hook, dataset_id, options, state, now)
+    except IceProdTransientError as exc:
+        count_transient_error(state, options, exc, log)
+        return None
+    line = progress_line(progress, state, now, force=verdict.done)
+    if line:
+        log.info("%s", line)
+    if verdict.outcome in FAILED_OUTCOMES:
+        log_failed_task_logs(hook, dataset_id, log)
+    return verdict, progress
+
+
 def wait_for_dataset(
     hook: IceProdHook,
     dataset_id: str,
@@ -103,18 +127,9 @@ def wait_for_dataset(
     """
     state = state if state is not None else WaitState()
     while True:
-        try:
-            verdict, progress = poll_once(hook, dataset_id, options, state, clock())
-        except IceProdTransientError as exc:
-            count_transient_error(state, options, exc, log)
-        else:
-            line = progress_line(progress, state, clock(), force=verdict.done)
-            if line:
-                log.info("%s", line)
-            if verdict.outcome in FAILED_OUTCOMES:
-                log_failed_task_logs(hook, dataset_id, log)
-            if verdict.done:
-                return event_result(verdict_event(verdict, progress))
+        polled = poll_and_log(hook, dataset_id, options, state, log, clock())
+        if polled is not None and polled[0].done:
+            return event_result(verdict_event(*polled))
         now = clock()
         if deadline is not None and now >= deadline:
             return event_result(timeout_event(dataset_id, deadline))
@@ -148,16 +163,7 @@ def complete_counts(hook: IceProdHook, event: object) -> object:
     done = {k: v for k, v in event.items() if k != COUNTS_FINAL}
     done["progress"] = {**progress, "job_counts": dict(jobs), "task_counts": dict(tasks)}
     if event.get("outcome") == "errors":  # its message quotes the counts
-        final = DatasetProgress(
-            dataset_id=dataset_id,
-            dataset=int(progress.get("dataset") or 0),
-            status=str(progress.get("status") or ""),
-            truncated=bool(progress.get("truncated", False)),
-            jobs_submitted=int(progress.get("jobs_submitted") or 0),
-            tasks_submitted=int(progress.get("tasks_submitted") or 0),
-            job_counts=dict(jobs),
-            task_counts=dict(tasks),
-        )
+        final = DatasetProgress.from_row(progress, jobs, tasks)
         verdict = evaluate(final, WaitOptions(), WaitState(), time.time())
         if verdict.outcome == "errors":
             done["message"] = verdict.message

@@ -78,6 +78,38 @@ def _index(job_index: Any) -> int | None:
     return None if job_index is None else positive_int(job_index, "job_index", allow_zero=True)
 
 
+def _one(dataset_id: str, kind: str, ident: str) -> str:
+    """The path of one job or task (``kind``): ``/datasets/{id}/{kind}s/{kind_id}``."""
+    return f"{_ds(dataset_id)}/{kind}s/{object_id(ident, f'{kind}_id')}"
+
+
+def _list(
+    dataset_id: str, kind: str, statuses: tuple[str, ...], status: Any, job_index: Any, keys: Any, **more: Any
+) -> Call:
+    """``GET /datasets/{id}/{kind}s`` filtered by status, job_index (and ``more``), ``keys`` fields."""
+    params = _query(
+        status=joined(status, "status", statuses),
+        job_index=_index(job_index),
+        keys=joined(keys, "keys"),
+        **more,
+    )
+    return Call("GET", f"{_ds(dataset_id)}/{kind}s", params=params, parse=dict)
+
+
+def _set_status(path: str, status: str, statuses: tuple[str, ...]) -> Call:
+    """``PUT <path>/status`` of a dataset, job or task (IceProd checks the transition)."""
+    return Call("PUT", f"{path}/status", json={"status": one_of(status, statuses, "status")}, parse=_none)
+
+
+def _bulk_status(
+    dataset_id: str, kind: str, statuses: tuple[str, ...], status: str, ids: Iterable[str]
+) -> Call:
+    """``POST .../{kind}_actions/bulk_status/{status}`` with the ids as ``{"<kind>s": [...]}``."""
+    status = one_of(status, statuses, "status")
+    body = {f"{kind}s": id_list(ids, f"{kind}_ids")}
+    return Call("POST", f"{_ds(dataset_id)}/{kind}_actions/bulk_status/{status}", json=body, parse=_none)
+
+
 # --------------------------------------------------------------------------------------------------
 # Datasets
 # --------------------------------------------------------------------------------------------------
@@ -121,8 +153,7 @@ def dataset_summaries() -> Call:
 
 
 def set_dataset_status(dataset_id: str, status: str) -> Call:
-    body = {"status": one_of(status, DATASET_STATUSES, "status")}
-    return Call("PUT", f"{_ds(dataset_id)}/status", json=body, parse=_none)
+    return _set_status(_ds(dataset_id), status, DATASET_STATUSES)
 
 
 def set_priority(dataset_id: str, priority: Any) -> Call:
@@ -159,27 +190,19 @@ def set_task_requirements(dataset_id: str, task_name: str, requirements: Mapping
 
 
 def list_jobs(dataset_id: str, *, status: Any = None, job_index: Any = None, keys: Any = None) -> Call:
-    params = _query(
-        status=joined(status, "status", JOB_STATUSES),
-        job_index=_index(job_index),
-        keys=joined(keys, "keys"),
-    )
-    return Call("GET", f"{_ds(dataset_id)}/jobs", params=params, parse=dict)
+    return _list(dataset_id, "job", JOB_STATUSES, status, job_index, keys)
 
 
 def get_job(dataset_id: str, job_id: str) -> Call:
-    return Call("GET", f"{_ds(dataset_id)}/jobs/{object_id(job_id, 'job_id')}", parse=Job.from_api)
+    return Call("GET", _one(dataset_id, "job", job_id), parse=Job.from_api)
 
 
 def set_job_status(dataset_id: str, job_id: str, status: str) -> Call:
-    path = f"{_ds(dataset_id)}/jobs/{object_id(job_id, 'job_id')}/status"
-    return Call("PUT", path, json={"status": one_of(status, JOB_STATUSES, "status")}, parse=_none)
+    return _set_status(_one(dataset_id, "job", job_id), status, JOB_STATUSES)
 
 
 def bulk_job_status(dataset_id: str, status: str, job_ids: Iterable[str]) -> Call:
-    status = one_of(status, JOB_STATUSES, "status")
-    path = f"{_ds(dataset_id)}/job_actions/bulk_status/{status}"
-    return Call("POST", path, json={"jobs": id_list(job_ids, "job_ids")}, parse=_none)
+    return _bulk_status(dataset_id, "job", JOB_STATUSES, status, job_ids)
 
 
 def bulk_job_action(dataset_id: str, action: str, job_ids: Iterable[str] | None = None) -> Call:
@@ -211,29 +234,22 @@ def list_tasks(
     job_index: Any = None,
     keys: Any = None,
 ) -> Call:
-    params = _query(
-        status=joined(status, "status", TASK_STATUSES),
-        name=joined(name, "name"),
-        job_id=None if job_id is None else object_id(job_id, "job_id"),
-        job_index=_index(job_index),
-        keys=joined(keys, "keys"),
+    job = None if job_id is None else object_id(job_id, "job_id")
+    return _list(
+        dataset_id, "task", TASK_STATUSES, status, job_index, keys, name=joined(name, "name"), job_id=job
     )
-    return Call("GET", f"{_ds(dataset_id)}/tasks", params=params, parse=dict)
 
 
 def get_task(dataset_id: str, task_id: str) -> Call:
-    return Call("GET", f"{_ds(dataset_id)}/tasks/{object_id(task_id, 'task_id')}", parse=Task.from_api)
+    return Call("GET", _one(dataset_id, "task", task_id), parse=Task.from_api)
 
 
 def set_task_status(dataset_id: str, task_id: str, status: str) -> Call:
-    path = f"{_ds(dataset_id)}/tasks/{object_id(task_id, 'task_id')}/status"
-    return Call("PUT", path, json={"status": one_of(status, TASK_STATUSES, "status")}, parse=_none)
+    return _set_status(_one(dataset_id, "task", task_id), status, TASK_STATUSES)
 
 
 def bulk_task_status(dataset_id: str, status: str, task_ids: Iterable[str]) -> Call:
-    status = one_of(status, TASK_STATUSES, "status")
-    path = f"{_ds(dataset_id)}/task_actions/bulk_status/{status}"
-    return Call("POST", path, json={"tasks": id_list(task_ids, "task_ids")}, parse=_none)
+    return _bulk_status(dataset_id, "task", TASK_STATUSES, status, task_ids)
 
 
 def bulk_task_action(
@@ -283,8 +299,12 @@ def task_logs(
         group="true" if group else None,
         order=None if order is None else one_of(order, ("asc", "desc"), "order"),
     )
-    path = f"{_ds(dataset_id)}/tasks/{object_id(task_id, 'task_id')}/logs"
-    return Call("GET", path, params=params, parse=lambda doc: list((doc or {}).get("logs", [])))
+    return Call(
+        "GET",
+        f"{_one(dataset_id, 'task', task_id)}/logs",
+        params=params,
+        parse=lambda doc: list((doc or {}).get("logs", [])),
+    )
 
 
 # --------------------------------------------------------------------------------------------------

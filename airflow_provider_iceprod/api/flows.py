@@ -27,6 +27,7 @@ from airflow_provider_iceprod.exceptions import (
     IceProdActionError,
     IceProdActionTimeoutError,
     IceProdAmbiguousError,
+    IceProdError,
     IceProdNotFoundError,
     IceProdTransientError,
     IceProdUncertainError,
@@ -36,6 +37,7 @@ from airflow_provider_iceprod.models import ActionRequest, Dataset, DatasetProgr
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+E = TypeVar("E", bound=IceProdError)
 OnProgress = Callable[[ActionRequest], None] | None
 
 
@@ -175,16 +177,7 @@ def dataset_progress(ref: Any, ctx: FlowContext) -> Flow[DatasetProgress]:
         calls.job_counts(dataset_id),
         calls.task_counts(dataset_id),
     )
-    return DatasetProgress(
-        dataset_id=dataset.dataset_id,
-        dataset=dataset.dataset,
-        status=dataset.status,
-        truncated=dataset.truncated,
-        jobs_submitted=dataset.jobs_submitted,
-        tasks_submitted=dataset.tasks_submitted,
-        job_counts=jobs,
-        task_counts=tasks,
-    )
+    return DatasetProgress.from_row(dataset.raw, jobs, tasks)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -229,6 +222,12 @@ def wait_for_action(
         yield Sleep(min(ctx.poll_interval, remaining))
 
 
+def about_request(cls: type[E], exc: IceProdError, message: str) -> E:
+    """A ``cls`` error saying ``message`` about the request ``exc`` is about (its status, method,
+    path): what a flow raises when it cannot settle an ambiguous answer."""
+    return cls(message, status_code=exc.status_code, method=exc.method, path=exc.path)
+
+
 def run_action(
     name: str,
     body: Mapping[str, Any],
@@ -259,15 +258,14 @@ def run_action(
             else f"IceProd's {name} queue could not be read"
         )
         what = f"action {body.get('action')!r} " if body.get("action") else ""
-        raise IceProdUncertainError(
+        raise about_request(
+            IceProdUncertainError,
+            exc,
             f"The answer to POST /actions/{name} ({what}on dataset {body.get('dataset_id')}, sent at "
             f"{_when(sent)}) was lost: {exc.message}. IceProd may have recorded the request; it was "
             f"not sent again, because a second request would run twice. {queue}. A person must "
             "check the dataset (IceProd website) and run the action again only if it did not take "
             "effect.",
-            status_code=exc.status_code,
-            method=exc.method,
-            path=exc.path,
         ) from exc
     if not wait:
         return (yield calls.get_action(name, request_id))

@@ -22,6 +22,7 @@ from airflow_provider_iceprod.api.flows import (
     Sleep,
     T,
     _when,
+    about_request,
     wait_for_action,
 )
 from airflow_provider_iceprod.exceptions import (
@@ -279,14 +280,13 @@ def _reconcile(
             yield Sleep(min(ctx.poll_interval, max(0.0, deadline - time.monotonic())))
     if found is None:
         if pending == 0:
-            raise IceProdAmbiguousError(
+            raise about_request(
+                IceProdAmbiguousError,
+                exc,
                 f"{exc.message}. After {req.reconcile_grace:g} s no dataset carries {req.tag} and IceProd has "
                 "nothing queued or processing that could still create it, so this submit created "
                 "nothing; it was not re-sent here. A retry with the same marker checks again before "
                 "submitting.",
-                status_code=exc.status_code,
-                method=exc.method,
-                path=exc.path,
             ) from exc
         raise _uncertain(req, sent, f"its answer was lost ({exc.message})", pending) from exc
     if req.low_level:

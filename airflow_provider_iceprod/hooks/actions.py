@@ -7,17 +7,24 @@ each pair is one line over the drivers of :class:`~airflow_provider_iceprod.hook
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Unpack
+from collections.abc import Mapping
+from typing import Any, Unpack, cast
 
 from airflow_provider_iceprod.api import calls, checks, flows, submit_flow
 from airflow_provider_iceprod.api.checks import SubmitArgs, SubmitRequest
 from airflow_provider_iceprod.hooks.driver import Factory, HookDriver, listed, one_call
+from airflow_provider_iceprod.hooks.options import (
+    JobSelection,
+    OnProgress,
+    SubmitCallbacks,
+    SubmitDatasetArgs,
+    SubmitOptions,
+    TaskSelection,
+)
 from airflow_provider_iceprod.models import ActionRequest, Dataset, SubmitResult
 
 Ref = str | int  # a 32-hex dataset id or a dataset number
-OnProgress = Callable[[ActionRequest], None] | None
+_CALLBACKS = SubmitCallbacks.__optional_keys__
 
 
 class ActionCalls(HookDriver):
@@ -27,64 +34,32 @@ class ActionCalls(HookDriver):
     # Submit
     # ----------------------------------------------------------------------------------------------
 
-    def submit(
-        self,
-        request: SubmitRequest,
-        *,
-        on_request: Callable[[str], None] | None = None,
-        on_progress: OnProgress = None,
-        resume_request_id: str | None = None,
-        fresh: bool = False,
-        sent_at: float | None = None,
-        on_send: Callable[[float], None] | None = None,
-    ) -> SubmitResult:
+    def submit(self, request: SubmitRequest, **options: Unpack[SubmitOptions]) -> SubmitResult:
         """Submit a request checked by :func:`~airflow_provider_iceprod.api.checks.check_submit`
         (what operators do, so the config is validated once); see :meth:`submit_dataset`.
 
-        ``fresh=True`` says no earlier try can have sent a submit with this marker (skips the
-        check of IceProd's submit queue); ``sent_at`` is when an earlier try sent one, if known;
-        ``on_send(epoch_seconds)`` runs just before the submit is sent (persist it there; raise
-        to stop the submit)."""
-        return self._run(
-            _submit(request, on_request, on_progress, resume_request_id, fresh, sent_at, on_send)
-        )
+        ``options``: ``on_request``, ``on_progress``, ``resume_request_id`` (as for
+        :meth:`submit_dataset`); ``fresh=True`` says no earlier try can have sent a submit with this
+        marker (skips the check of IceProd's submit queue); ``sent_at`` is when an earlier try sent
+        one, if known; ``on_send(epoch_seconds)`` runs just before the submit is sent (persist it
+        there; raise to stop the submit)."""
+        return self._run(lambda ctx: submit_flow.submit_dataset(request, ctx, **options))
 
-    async def asubmit(
-        self,
-        request: SubmitRequest,
-        *,
-        on_request: Callable[[str], None] | None = None,
-        on_progress: OnProgress = None,
-        resume_request_id: str | None = None,
-        fresh: bool = False,
-        sent_at: float | None = None,
-        on_send: Callable[[float], None] | None = None,
-    ) -> SubmitResult:
-        return await self._arun(
-            _submit(request, on_request, on_progress, resume_request_id, fresh, sent_at, on_send)
-        )
+    async def asubmit(self, request: SubmitRequest, **options: Unpack[SubmitOptions]) -> SubmitResult:
+        return await self._arun(lambda ctx: submit_flow.submit_dataset(request, ctx, **options))
 
-    def submit_dataset(
-        self,
-        config: Mapping[str, Any],
-        *,
-        on_request: Callable[[str], None] | None = None,
-        on_progress: OnProgress = None,
-        resume_request_id: str | None = None,
-        sent_at: float | None = None,
-        on_send: Callable[[float], None] | None = None,
-        **args: Unpack[SubmitArgs],
-    ) -> SubmitResult:
+    def submit_dataset(self, config: Mapping[str, Any], **args: Unpack[SubmitDatasetArgs]) -> SubmitResult:
         """Submit a dataset; never creates a second dataset for the same marker.
 
         ``args`` are those of :func:`~airflow_provider_iceprod.api.checks.check_submit`
         (``description``, ``jobs_submitted``, ``group``, ``extra_submit_fields``, ``marker``,
         ``low_level``, ``materialize``, ``timeout``, ``reconcile_grace``), all checked first, the
-        config client-side. ``[airflow:<marker>]`` is appended to the description (a random marker
-        when none is given). If a dataset with that marker already exists it is returned
-        (``reattached=True``). Otherwise ``POST /actions/submit`` (or, with ``low_level=True``,
-        ``POST /datasets`` + ``PUT /config/{id}``); ``on_request(request_id)`` is called as soon as
-        the request exists, then the request is polled until it has a dataset. If the server may
+        config client-side, and the callbacks below. ``[airflow:<marker>]`` is appended to the
+        description (a random marker when none is given). If a dataset with that marker already
+        exists it is returned (``reattached=True``). Otherwise ``POST /actions/submit`` (or, with
+        ``low_level=True``, ``POST /datasets`` + ``PUT /config/{id}``); ``on_request(request_id)`` is
+        called as soon as the request exists, then the request is polled until it has a dataset
+        (``on_progress(request)`` at each poll). If the server may
         have acted but the answer was lost, the hook looks for the marker for ``reconcile_grace``
         seconds instead of re-sending, then fails with ``IceProdUncertainError`` (not retryable:
         a person must check) while IceProd still has a submit queued or processing.
@@ -95,39 +70,15 @@ class ActionCalls(HookDriver):
         ``sent_at`` (when an earlier run sent its submit, if you kept it: ``on_send(epoch_seconds)``
         is called just before the submit goes out).
         """
-        request = checks.check_submit(config, **args)
-        return self.submit(
-            request,
-            on_request=on_request,
-            on_progress=on_progress,
-            resume_request_id=resume_request_id,
-            fresh=args.get("marker") is None,  # a random marker: no earlier try can have used it
-            sent_at=sent_at,
-            on_send=on_send,
-        )
+        request, options = _check_submit(config, args)
+        return self.submit(request, **options)
 
     async def asubmit_dataset(
-        self,
-        config: Mapping[str, Any],
-        *,
-        on_request: Callable[[str], None] | None = None,
-        on_progress: OnProgress = None,
-        resume_request_id: str | None = None,
-        sent_at: float | None = None,
-        on_send: Callable[[float], None] | None = None,
-        **args: Unpack[SubmitArgs],
+        self, config: Mapping[str, Any], **args: Unpack[SubmitDatasetArgs]
     ) -> SubmitResult:
         # The config validation (jsonschema) runs off the event loop.
-        request = await asyncio.to_thread(functools.partial(checks.check_submit, config, **args))
-        return await self.asubmit(
-            request,
-            on_request=on_request,
-            on_progress=on_progress,
-            resume_request_id=resume_request_id,
-            fresh=args.get("marker") is None,  # a random marker: no earlier try can have used it
-            sent_at=sent_at,
-            on_send=on_send,
-        )
+        request, options = await asyncio.to_thread(_check_submit, config, args)
+        return await self.asubmit(request, **options)
 
     def find_dataset_by_marker(self, marker: str) -> Dataset | None:
         """The caller's dataset whose description carries ``[airflow:<marker>]``, if any."""
@@ -211,132 +162,37 @@ class ActionCalls(HookDriver):
     async def ahard_reset_dataset(self, ref: Ref, *, on_progress: OnProgress = None) -> ActionRequest:
         return await self._arun(_status("dataset_status", ref, "hard_reset", on_progress=on_progress))
 
-    def job_status_action(
-        self,
-        ref: Ref,
-        action: str,
-        *,
-        initial_status: str | None = None,
-        job_ids: Iterable[str] | None = None,
-        wait: bool = True,
-        on_progress: OnProgress = None,
-    ) -> ActionRequest:
-        """``/actions/job_status``: reset, hard_reset or suspend jobs (by initial_status or job_ids)."""
-        return self._run(
-            _status(
-                "job_status", ref, action, initial_status, job_ids, None, wait=wait, on_progress=on_progress
-            )
-        )
+    def job_status_action(self, ref: Ref, action: str, **select: Unpack[JobSelection]) -> ActionRequest:
+        """``/actions/job_status``: reset, hard_reset or suspend jobs (``select``: :class:`JobSelection`)."""
+        return self._run(_status("job_status", ref, action, **select))
 
     async def ajob_status_action(
-        self,
-        ref: Ref,
-        action: str,
-        *,
-        initial_status: str | None = None,
-        job_ids: Iterable[str] | None = None,
-        wait: bool = True,
-        on_progress: OnProgress = None,
+        self, ref: Ref, action: str, **select: Unpack[JobSelection]
     ) -> ActionRequest:
-        return await self._arun(
-            _status(
-                "job_status", ref, action, initial_status, job_ids, None, wait=wait, on_progress=on_progress
-            )
-        )
+        return await self._arun(_status("job_status", ref, action, **select))
 
-    def task_status_action(
-        self,
-        ref: Ref,
-        action: str,
-        *,
-        initial_status: str | None = None,
-        job_ids: Iterable[str] | None = None,
-        task_ids: Iterable[str] | None = None,
-        wait: bool = True,
-        on_progress: OnProgress = None,
-    ) -> ActionRequest:
-        """``/actions/task_status``: reset, hard_reset or suspend tasks (by one selector at most)."""
-        return self._run(
-            _status(
-                "task_status",
-                ref,
-                action,
-                initial_status,
-                job_ids,
-                task_ids,
-                wait=wait,
-                on_progress=on_progress,
-            )
-        )
+    def task_status_action(self, ref: Ref, action: str, **select: Unpack[TaskSelection]) -> ActionRequest:
+        """``/actions/task_status``: reset, hard_reset or suspend tasks (``select``: :class:`TaskSelection`;
+        one selector at most)."""
+        return self._run(_status("task_status", ref, action, **select))
 
     async def atask_status_action(
-        self,
-        ref: Ref,
-        action: str,
-        *,
-        initial_status: str | None = None,
-        job_ids: Iterable[str] | None = None,
-        task_ids: Iterable[str] | None = None,
-        wait: bool = True,
-        on_progress: OnProgress = None,
+        self, ref: Ref, action: str, **select: Unpack[TaskSelection]
     ) -> ActionRequest:
-        return await self._arun(
-            _status(
-                "task_status",
-                ref,
-                action,
-                initial_status,
-                job_ids,
-                task_ids,
-                wait=wait,
-                on_progress=on_progress,
-            )
-        )
+        return await self._arun(_status("task_status", ref, action, **select))
 
 
-def _status(
-    name: str,
-    ref: Ref,
-    action: str,
-    initial_status: str | None = None,
-    job_ids: Iterable[str] | None = None,
-    task_ids: Iterable[str] | None = None,
-    *,
-    wait: bool = True,
-    on_progress: OnProgress = None,
-) -> Factory[ActionRequest]:
+def _status(name: str, ref: Ref, action: str, **select: Unpack[TaskSelection]) -> Factory[ActionRequest]:
     """A factory of a status action (``/actions/dataset_status|job_status|task_status``); the ids
     are read here, once, before the flow starts."""
-    jobs, tasks = listed(job_ids), listed(task_ids)
-    return lambda ctx: flows.status_action(
-        name,
-        ref,
-        action,
-        ctx,
-        initial_status=initial_status,
-        job_ids=jobs,
-        task_ids=tasks,
-        wait=wait,
-        on_progress=on_progress,
-    )
+    select["job_ids"] = listed(select.get("job_ids"))
+    select["task_ids"] = listed(select.get("task_ids"))
+    return lambda ctx: flows.status_action(name, ref, action, ctx, **select)
 
 
-def _submit(
-    request: SubmitRequest,
-    on_request: Callable[[str], None] | None,
-    on_progress: OnProgress,
-    resume_request_id: str | None,
-    fresh: bool,
-    sent_at: float | None,
-    on_send: Callable[[float], None] | None,
-) -> Factory[SubmitResult]:
-    return lambda ctx: submit_flow.submit_dataset(
-        request,
-        ctx,
-        on_request=on_request,
-        on_progress=on_progress,
-        resume_request_id=resume_request_id,
-        fresh=fresh,
-        sent_at=sent_at,
-        on_send=on_send,
-    )
+def _check_submit(config: Mapping[str, Any], args: SubmitDatasetArgs) -> tuple[SubmitRequest, SubmitOptions]:
+    """``submit_dataset``'s arguments: the checked request, and the options of ``submit``."""
+    checked = cast(SubmitArgs, {k: v for k, v in args.items() if k not in _CALLBACKS})
+    options = cast(SubmitOptions, {k: v for k, v in args.items() if k in _CALLBACKS})
+    options["fresh"] = args.get("marker") is None  # a random marker: no earlier try can have used it
+    return checks.check_submit(config, **checked), options

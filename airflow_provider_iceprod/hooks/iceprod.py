@@ -8,12 +8,13 @@ flows are in :mod:`airflow_provider_iceprod.api`. Contracts: ``docs/architecture
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from airflow_provider_iceprod.api import calls, checks, flows
 from airflow_provider_iceprod.api.calls import API, Call
 from airflow_provider_iceprod.hooks.actions import ActionCalls, Ref
 from airflow_provider_iceprod.hooks.driver import listed, on_ref, one_call
+from airflow_provider_iceprod.hooks.options import AddJobsOptions, JobQuery, TaskQuery, TaskSelector
 from airflow_provider_iceprod.models import (
     Dataset,
     DatasetProgress,
@@ -209,20 +210,12 @@ class IceProdHook(ActionCalls):
     async def atask_summaries(self, ref: Ref) -> dict[str, list[str]]:
         return await self._arun(on_ref(ref, calls.task_summaries))
 
-    def list_jobs(
-        self, ref: Ref, *, status: Any = None, job_index: int | None = None, keys: Any = None
-    ) -> dict[str, dict[str, Any]]:
-        """``{job_id: job}`` filtered by status (str or list) and/or job_index."""
-        return self._run(
-            on_ref(ref, lambda d: calls.list_jobs(d, status=status, job_index=job_index, keys=keys))
-        )
+    def list_jobs(self, ref: Ref, **query: Unpack[JobQuery]) -> dict[str, dict[str, Any]]:
+        """``{job_id: job}`` filtered by status (str or list) and/or job_index (:class:`JobQuery`)."""
+        return self._run(on_ref(ref, lambda d: calls.list_jobs(d, **query)))
 
-    async def alist_jobs(
-        self, ref: Ref, *, status: Any = None, job_index: int | None = None, keys: Any = None
-    ) -> dict[str, dict[str, Any]]:
-        return await self._arun(
-            on_ref(ref, lambda d: calls.list_jobs(d, status=status, job_index=job_index, keys=keys))
-        )
+    async def alist_jobs(self, ref: Ref, **query: Unpack[JobQuery]) -> dict[str, dict[str, Any]]:
+        return await self._arun(on_ref(ref, lambda d: calls.list_jobs(d, **query)))
 
     def get_job(self, ref: Ref, job_id: str) -> Job:
         return self._run(on_ref(ref, lambda d: calls.get_job(d, job_id)))
@@ -230,31 +223,12 @@ class IceProdHook(ActionCalls):
     async def aget_job(self, ref: Ref, job_id: str) -> Job:
         return await self._arun(on_ref(ref, lambda d: calls.get_job(d, job_id)))
 
-    def list_tasks(
-        self,
-        ref: Ref,
-        *,
-        status: Any = None,
-        name: str | None = None,
-        job_id: str | None = None,
-        job_index: int | None = None,
-        keys: Any = None,
-    ) -> dict[str, dict[str, Any]]:
-        """``{task_id: task}`` filtered by status (str or list), name, job_id and/or job_index."""
-        query = {"status": status, "name": name, "job_id": job_id, "job_index": job_index, "keys": keys}
+    def list_tasks(self, ref: Ref, **query: Unpack[TaskQuery]) -> dict[str, dict[str, Any]]:
+        """``{task_id: task}`` filtered by status (str or list), name, job_id and/or job_index
+        (:class:`TaskQuery`)."""
         return self._run(on_ref(ref, lambda d: calls.list_tasks(d, **query)))
 
-    async def alist_tasks(
-        self,
-        ref: Ref,
-        *,
-        status: Any = None,
-        name: str | None = None,
-        job_id: str | None = None,
-        job_index: int | None = None,
-        keys: Any = None,
-    ) -> dict[str, dict[str, Any]]:
-        query = {"status": status, "name": name, "job_id": job_id, "job_index": job_index, "keys": keys}
+    async def alist_tasks(self, ref: Ref, **query: Unpack[TaskQuery]) -> dict[str, dict[str, Any]]:
         return await self._arun(on_ref(ref, lambda d: calls.list_tasks(d, **query)))
 
     def get_task(self, ref: Ref, task_id: str) -> Task:
@@ -310,41 +284,17 @@ class IceProdHook(ActionCalls):
     async def aset_dataset_status(self, ref: Ref, status: str) -> None:
         return await self._arun(on_ref(ref, lambda d: calls.set_dataset_status(d, status)))
 
-    def add_jobs(
-        self,
-        ref: Ref,
-        count: int,
-        *,
-        allow_large: bool = False,
-        target: int | None = None,
-        on_target: Callable[[int], None] | None = None,
-    ) -> int:
+    def add_jobs(self, ref: Ref, count: int, **options: Unpack[AddJobsOptions]) -> int:
         """Grow ``jobs_submitted`` by ``count`` (admin/user tokens); returns the new total.
 
         Counts (and totals) above 1,000,000 need ``allow_large=True``. To make a retried change
         idempotent, persist the total ``on_target(total)`` gets (called before the PUT) and pass
-        it back as ``target``: it is then set, never added again.
+        it back as ``target``: it is then set, never added again (:class:`AddJobsOptions`).
         """
-        return self._run(
-            lambda ctx: flows.add_jobs(
-                ref, count, ctx, allow_large=allow_large, target=target, on_target=on_target
-            )
-        )
+        return self._run(lambda ctx: flows.add_jobs(ref, count, ctx, **options))
 
-    async def aadd_jobs(
-        self,
-        ref: Ref,
-        count: int,
-        *,
-        allow_large: bool = False,
-        target: int | None = None,
-        on_target: Callable[[int], None] | None = None,
-    ) -> int:
-        return await self._arun(
-            lambda ctx: flows.add_jobs(
-                ref, count, ctx, allow_large=allow_large, target=target, on_target=on_target
-            )
-        )
+    async def aadd_jobs(self, ref: Ref, count: int, **options: Unpack[AddJobsOptions]) -> int:
+        return await self._arun(lambda ctx: flows.add_jobs(ref, count, ctx, **options))
 
     def set_task_requirements(self, ref: Ref, task_name: str, requirements: Mapping[str, Any]) -> None:
         """Set resource requirements of every task named ``task_name`` (PATCH bulk_requirements)."""
@@ -394,32 +344,16 @@ class IceProdHook(ActionCalls):
     async def abulk_job_action(self, ref: Ref, action: str, job_ids: Iterable[str] | None = None) -> None:
         return await self._arun(on_ref(ref, _bulk_jobs(action, job_ids)))
 
-    def bulk_task_action(
-        self,
-        ref: Ref,
-        action: str,
-        *,
-        job_ids: Iterable[str] | None = None,
-        task_ids: Iterable[str] | None = None,
-    ) -> None:
+    def bulk_task_action(self, ref: Ref, action: str, **select: Unpack[TaskSelector]) -> None:
         """``task_actions/bulk_{suspend,reset,hard_reset}`` selected by job_ids or task_ids (or all)."""
-        return self._run(on_ref(ref, _bulk_tasks(action, job_ids, task_ids)))
+        return self._run(on_ref(ref, _bulk_tasks(action, **select)))
 
-    async def abulk_task_action(
-        self,
-        ref: Ref,
-        action: str,
-        *,
-        job_ids: Iterable[str] | None = None,
-        task_ids: Iterable[str] | None = None,
-    ) -> None:
-        return await self._arun(on_ref(ref, _bulk_tasks(action, job_ids, task_ids)))
+    async def abulk_task_action(self, ref: Ref, action: str, **select: Unpack[TaskSelector]) -> None:
+        return await self._arun(on_ref(ref, _bulk_tasks(action, **select)))
 
 
-def _bulk_tasks(
-    action: str, job_ids: Iterable[str] | None, task_ids: Iterable[str] | None
-) -> Callable[[str], Call]:
-    jobs, tasks = listed(job_ids), listed(task_ids)
+def _bulk_tasks(action: str, **select: Unpack[TaskSelector]) -> Callable[[str], Call]:
+    jobs, tasks = listed(select.get("job_ids")), listed(select.get("task_ids"))
     return lambda d: calls.bulk_task_action(d, action, job_ids=jobs, task_ids=tasks)
 
 

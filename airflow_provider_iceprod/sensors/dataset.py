@@ -22,18 +22,15 @@ from airflow_provider_iceprod.exceptions import (
     IceProdDatasetFailedError,
     IceProdNotFoundError,
     IceProdPermissionError,
-    IceProdTransientError,
 )
-from airflow_provider_iceprod.failure_logs import FAILED_OUTCOMES, log_failed_task_logs
 from airflow_provider_iceprod.hook_params import check_hook_params
-from airflow_provider_iceprod.wait_loop import complete_counts, count_transient_error, poll_once
+from airflow_provider_iceprod.wait_loop import complete_counts, poll_and_log
 from airflow_provider_iceprod.waiting import (
     Verdict,
     WaitOptions,
     WaitState,
     event_result,
     not_visible_error,
-    progress_line,
     verdict_event,
 )
 
@@ -181,16 +178,10 @@ class IceProdDatasetSensor(BaseSensorOperator):
     # ------------------------------------------------------------------------------------ polling
 
     def _poll(self, dataset_id: str, state: WaitState) -> tuple[Verdict, DatasetProgress] | None:
-        try:
-            verdict, progress = poll_once(self.hook, dataset_id, self.wait_options, state)
-        except IceProdTransientError as exc:
-            count_transient_error(state, self.wait_options, exc, self.log)
+        polled = poll_and_log(self.hook, dataset_id, self.wait_options, state, self.log)
+        if polled is None:
             return None
-        line = progress_line(progress, state, force=verdict.done)
-        if line:
-            self.log.info("%s", line)
-        if verdict.outcome in FAILED_OUTCOMES:
-            log_failed_task_logs(self.hook, dataset_id, self.log)
+        verdict, progress = polled
         return self._with_url(verdict, dataset_id), progress
 
     def poke(self, context: Context) -> bool | PokeReturnValue:

@@ -11,7 +11,7 @@ import json
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, make_dataclass
+from dataclasses import KW_ONLY, asdict, dataclass, field, make_dataclass
 from typing import Any
 
 from airflow_provider_iceprod.testing.grid import (
@@ -104,37 +104,28 @@ class ActionRecord:
         }
 
 
+@dataclass(eq=False)
 class ActionQueue:
     """The services' message queue plus its worker."""
 
-    def __init__(
-        self,
-        store: Store,
-        grid: Grid,
-        *,
-        api_url: str,
-        clock: Callable[[], float],
-        delay: float = 0.05,
-        ttl: float = 86400.0,
-        iceprod_bugs: bool = True,
-        submit_retry_scale: float = 1.0,
-    ) -> None:
-        self.iceprod_bugs = iceprod_bugs
-        self.submit_retry_scale = submit_retry_scale
-        self._store = store
-        self._grid = grid
-        self._api_url = api_url
-        self._clock = clock
-        self.delay = delay
-        self.ttl = ttl
-        self._lock = threading.RLock()
-        self._records: dict[str, ActionRecord] = {}
-        self.schedule: Callable[[float, Callable[[], None]], None] | None = None  # set by the server
+    store: Store
+    grid: Grid
+    _: KW_ONLY
+    api_url: str
+    clock: Callable[[], float]
+    delay: float = 0.05
+    ttl: float = 86400.0
+    iceprod_bugs: bool = True
+    submit_retry_scale: float = 1.0
+    # set by the server: run a callable after a delay on its loop
+    schedule: Callable[[float, Callable[[], None]], None] | None = field(default=None, init=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
+    _records: dict[str, ActionRecord] = field(default_factory=dict, init=False, repr=False)
 
     # ---------------------------------------------------------------- records
 
     def _purge(self) -> None:
-        cutoff = self._clock() - self.ttl
+        cutoff = self.clock() - self.ttl
         for rid in [rid for rid, rec in self._records.items() if rec.created <= cutoff]:
             del self._records[rid]
 
@@ -174,7 +165,7 @@ class ActionQueue:
 
     def _push(self, action_type: str, payload: dict[str, Any]) -> str:
         payload["type"] = action_type
-        record = ActionRecord(id=uuid.uuid4().hex, type=action_type, payload=payload, created=self._clock())
+        record = ActionRecord(id=uuid.uuid4().hex, type=action_type, payload=payload, created=self.clock())
         with self._lock:
             self._purge()
             self._records[record.id] = record
@@ -200,14 +191,14 @@ class ActionQueue:
             if record is None or record.status != "processing":
                 return
         try:
-            with self._store.lock:
+            with self.store.lock:
                 runner = getattr(self, f"_run_{record.type}")
                 record.attempts += 1
                 try:
                     runner(record.payload, record) if record.type == "submit" else runner(record.payload)
                 finally:
                     if record.payload.get("dataset_id"):
-                        self._store.touch(record.payload["dataset_id"])
+                        self.store.touch(record.payload["dataset_id"])
         except _RetryLater as retry:
             self.schedule_run(request_id, retry.delay)
             return
@@ -232,16 +223,20 @@ class ActionQueue:
         return getattr(self, f"_create_{action_type}")(dict(args), caller)
 
     @staticmethod
-    def _build(fields_cls: type, args: dict[str, Any]) -> Any:
+    def _build(fields_cls: type, args: dict[str, Any], *, int_field: str = "") -> Any:
+        """The action's fields, or ``400 <the error>``; ``int_field`` may also come as a numeric string."""
         try:
-            return fields_cls(**args)
+            data = fields_cls(**args)
+            if int_field and isinstance(getattr(data, int_field), str):
+                setattr(data, int_field, int(getattr(data, int_field)))
         except Exception as exc:
             raise ApiError(400, str(exc)) from None
+        return data
 
     def _check_write(self, caller: Caller, dataset_id: str) -> None:
         if not caller.bypasses_acl:
-            with self._store.lock:
-                if not self._store.can(caller, dataset_id, "write"):
+            with self.store.lock:
+                if not self.store.can(caller, dataset_id, "write"):
                     raise ApiError(403, "auth failed")
 
     def _create_submit(self, args: dict[str, Any], caller: Caller) -> str:
@@ -249,12 +244,7 @@ class ActionQueue:
             args["username"] = caller.username
         elif args["username"] != caller.username and "admin" not in caller.roles:
             raise ApiError(400, "cannot submit as a different user")
-        try:
-            data = SubmitFields(**args)
-            if isinstance(data.jobs_submitted, str):
-                data.jobs_submitted = int(data.jobs_submitted)
-        except Exception as exc:
-            raise ApiError(400, str(exc)) from None
+        data = self._build(SubmitFields, args, int_field="jobs_submitted")
         if data.group not in caller.groups:
             raise ApiError(400, "not a member of selected group")
         data.config = check_config_for_submit(data.config)
@@ -267,12 +257,7 @@ class ActionQueue:
         return self._push("edit_config", asdict(data))
 
     def _create_materialization(self, args: dict[str, Any], caller: Caller) -> str:
-        try:
-            data = MaterializationFields(**args)
-            if isinstance(data.num, str):
-                data.num = int(data.num)
-        except Exception as exc:
-            raise ApiError(400, str(exc)) from None
+        data = self._build(MaterializationFields, args, int_field="num")
         with self._lock:
             for record in self._records.values():
                 if (
@@ -314,7 +299,7 @@ class ActionQueue:
     # ---------------------------------------------------------------- runs (under the store lock)
 
     def _fail_api(self, exc: ApiError, path: str) -> ActionFailed:
-        return ActionFailed(http_error_text(exc.code, exc.reason, f"{self._api_url}{path}"))
+        return ActionFailed(http_error_text(exc.code, exc.reason, f"{self.api_url}{path}"))
 
     def _run_submit(self, payload: dict[str, Any], record: ActionRecord | None = None) -> None:
         config = json.loads(payload["config"])
@@ -331,20 +316,20 @@ class ActionQueue:
             for name, value in json.loads(payload["extra_submit_fields"]).items():
                 fields.setdefault(name, value)
         try:
-            dataset_id = self._store.create_dataset(fields, SYSTEM, now=self._clock())
+            dataset_id = self.store.create_dataset(fields, SYSTEM, now=self.clock())
         except ApiError as exc:
             attempt = record.attempts if record is not None else 1
             if exc.code >= 500 and self.iceprod_bugs and attempt <= len(SUBMIT_RETRY_DELAYS):
                 raise _RetryLater(SUBMIT_RETRY_DELAYS[attempt - 1] * self.submit_retry_scale) from None
             if exc.code >= 500 and self.iceprod_bugs:
-                host = self._api_url.split("://", 1)[-1]
+                host = self.api_url.split("://", 1)[-1]
                 hostname, _, port = host.partition(":")
                 raise ActionFailed(
                     f"HTTPConnectionPool(host='{hostname}', port={port}): Max retries exceeded with url: "
                     "/datasets (Caused by ResponseError('too many 500 error responses'))"
                 ) from None
             raise self._fail_api(exc, "/datasets") from None
-        self._store.configs[dataset_id] = dict(config, dataset_id=dataset_id)
+        self.store.configs[dataset_id] = dict(config, dataset_id=dataset_id)
         payload["dataset_id"] = dataset_id
 
     def _run_edit_config(self, payload: dict[str, Any]) -> None:
@@ -352,7 +337,7 @@ class ActionQueue:
         dataset_id = payload["dataset_id"]
         config = json.loads(payload["config"])
         dataset = self._dataset_for_run(dataset_id)
-        prev = self._store.configs.get(dataset_id)
+        prev = self.store.configs.get(dataset_id)
         if prev is None:
             raise self._fail_api(ApiError(404, "Config not found"), f"/config/{dataset_id}")
         if len(config["tasks"]) != len(prev["tasks"]):
@@ -372,24 +357,24 @@ class ActionQueue:
         except KeyError as exc:
             raise ActionFailed(str(exc)) from None
         for name, reqs in changed:
-            for task in self._store.dataset_tasks(dataset_id).values():
+            for task in self.store.dataset_tasks(dataset_id).values():
                 if task["name"] == name:
                     task["requirements"].update(reqs)
-        self._store.configs[dataset_id] = dict(config, dataset_id=dataset_id)
+        self.store.configs[dataset_id] = dict(config, dataset_id=dataset_id)
         if payload.get("description") and payload["description"] != dataset["description"]:
             dataset["description"] = payload["description"]
 
     def _run_materialization(self, payload: dict[str, Any]) -> None:
-        self._grid.materialize(
+        self.grid.materialize(
             payload["dataset_id"],
-            self._clock(),
+            self.clock(),
             num=payload.get("num") or 10000,
             set_status=payload.get("set_status"),
         )
 
     def _dataset_for_run(self, dataset_id: str) -> dict[str, Any]:
         try:
-            return self._store.dataset(dataset_id)
+            return self.store.dataset(dataset_id)
         except ApiError as exc:
             raise self._fail_api(exc, f"/datasets/{dataset_id}") from None
 
@@ -399,9 +384,10 @@ class ActionQueue:
                 dataset["status"] = "suspended"
         elif dataset["status"] in prev_statuses(DATASET_STATUS, "processing"):
             dataset["status"] = "processing"
-            if dataset["dataset_id"] not in self._store.configs:
-                path = f"/config/{dataset['dataset_id']}"
-                raise self._fail_api(ApiError(404, "Config not found"), path)
+            try:
+                self.store.config(dataset["dataset_id"])
+            except ApiError as exc:
+                raise self._fail_api(exc, f"/config/{dataset['dataset_id']}") from None
 
     def _apply(
         self,
@@ -414,37 +400,15 @@ class ActionQueue:
         touch_tasks: bool = True,
     ) -> None:
         """The task and job ``bulk_suspend|bulk_reset|bulk_hard_reset`` calls IceProd's runs make."""
-        now = self._clock()
         if touch_tasks:
-            task_from = {
-                "suspend": prev_statuses(TASK_STATUS, "suspended"),
-                "reset": prev_statuses(TASK_STATUS, "idle"),
-                "hard_reset": list(TASK_STATUS),
-            }[action]
-            for task in self._store.dataset_tasks(dataset_id).values():
-                if jobs is not None and task["job_id"] not in jobs:
-                    continue
-                if tasks is not None and task["task_id"] not in tasks:
-                    continue
-                if task["status"] in task_from:
-                    self._store.set_task_status(task, "suspended" if action == "suspend" else "idle", now)
-                    task["instance_id"] = ""
-                    if action == "hard_reset":
-                        task["failures"], task["site"] = 0, ""
+            self.store.bulk_tasks(dataset_id, action, self.clock(), jobs=jobs, tasks=tasks)
         if touch_jobs:
-            job_from = {
-                "suspend": prev_statuses(JOB_STATUS, "suspended"),
-                "reset": prev_statuses(JOB_STATUS, "processing"),
-                "hard_reset": list(JOB_STATUS),
-            }[action]
-            for job_id, job in self._store.dataset_jobs(dataset_id).items():
-                if (jobs is None or job_id in jobs) and job["status"] in job_from:
-                    self._store.set_job_status(job, "suspended" if action == "suspend" else "processing")
+            self.store.bulk_jobs(dataset_id, action, jobs=jobs)
 
     def _run_dataset_status(self, payload: dict[str, Any]) -> None:
         dataset = self._dataset_for_run(payload["dataset_id"])
         self._reset_dataset_status(dataset, payload["action"])
-        jobs = set(self._store.dataset_jobs(payload["dataset_id"]))
+        jobs = set(self.store.dataset_jobs(payload["dataset_id"]))
         self._apply(payload["dataset_id"], payload["action"], jobs=jobs, tasks=None)
         payload["progress"] = 100
 
@@ -462,7 +426,7 @@ class ActionQueue:
             initial = payload.get("initial_status")
             jobs = {
                 jid
-                for jid, job in self._store.dataset_jobs(dataset_id).items()
+                for jid, job in self.store.dataset_jobs(dataset_id).items()
                 if not initial or job["status"] == initial
             }
         else:
@@ -472,7 +436,7 @@ class ActionQueue:
 
     def _run_task_status(self, payload: dict[str, Any]) -> None:
         dataset_id, action = self._start_status_run(payload)
-        all_tasks = self._store.dataset_tasks(dataset_id)
+        all_tasks = self.store.dataset_tasks(dataset_id)
         if payload.get("job_ids") is not None:
             jobs = set(payload["job_ids"])
             self._apply(dataset_id, action, jobs=jobs, tasks=None, touch_tasks=action != "suspend")

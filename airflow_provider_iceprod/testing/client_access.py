@@ -15,6 +15,15 @@ if TYPE_CHECKING:
     from airflow_provider_iceprod.testing.idp import IdentityProvider
 
 REALM_PATH = "/auth/realms/IceCube"
+INFO_FIELDS = (  # what ``info()`` shows, in this order: the properties below of the same names
+    "api_url",
+    "actions_url",
+    "issuer_url",
+    "website_url",
+    "public_client_id",
+    "service_client_id",
+    "service_client_secret",
+)
 
 
 class ClientAccess:
@@ -63,15 +72,7 @@ class ClientAccess:
 
     def info(self) -> dict[str, str]:
         """What ``airflow-iceprod local-server`` prints."""
-        return {
-            "api_url": self.api_url,
-            "actions_url": self.actions_url,
-            "issuer_url": self.issuer_url,
-            "website_url": self.website_url,
-            "public_client_id": self.public_client_id,
-            "service_client_id": self.service_client_id,
-            "service_client_secret": self.service_client_secret,
-        }
+        return {name: getattr(self, name) for name in INFO_FIELDS}
 
     # ---------------------------------------------------------------- tokens
 

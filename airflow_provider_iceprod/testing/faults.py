@@ -6,7 +6,7 @@ import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypedDict, Unpack
 
 DEFAULT_REASONS = {
     429: "Too Many Requests",
@@ -15,6 +15,18 @@ DEFAULT_REASONS = {
     503: "server overloaded",
     504: "Gateway Timeout",
 }
+
+
+class FaultOptions(TypedDict, total=False):
+    """The keywords of :meth:`Faults.add` (the fields of :class:`Fault` but its pattern)."""
+
+    status: int | None
+    error: str | None
+    retry_after: float | None
+    latency: float
+    drop: bool
+    times: int | None
+    when: Literal["before", "after"]
 
 
 @dataclass
@@ -30,6 +42,12 @@ class Fault:
     times: int | None = None
     when: Literal["before", "after"] = "before"
     hits: int = 0
+
+    def __post_init__(self) -> None:
+        if self.when not in ("before", "after"):
+            raise ValueError("when must be 'before' or 'after'")
+        if self.status is None and not self.drop and not self.latency:
+            raise ValueError("a fault needs status, drop or latency")
 
     @property
     def reason(self) -> str:
@@ -52,18 +70,7 @@ class Faults:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
 
-    def add(
-        self,
-        pattern: str,
-        *,
-        status: int | None = None,
-        error: str | None = None,
-        retry_after: float | None = None,
-        latency: float = 0.0,
-        drop: bool = False,
-        times: int | None = None,
-        when: Literal["before", "after"] = "before",
-    ) -> Fault:
+    def add(self, pattern: str, **options: Unpack[FaultOptions]) -> Fault:
         """Inject a fault into requests matching ``pattern``.
 
         ``pattern`` is a regular expression searched in ``"METHOD /path"``, in ``"METHOD /templated/route"``
@@ -79,20 +86,7 @@ class Faults:
             when: ``"before"`` the handler runs (the request has no effect) or ``"after"`` it ran and
                 changed state (the answer is lost or replaced: e.g. a submit whose 201 never arrives).
         """
-        if when not in ("before", "after"):
-            raise ValueError("when must be 'before' or 'after'")
-        if status is None and not drop and not latency:
-            raise ValueError("a fault needs status, drop or latency")
-        fault = Fault(
-            pattern=re.compile(pattern),
-            status=status,
-            error=error,
-            retry_after=retry_after,
-            latency=latency,
-            drop=drop,
-            times=times,
-            when=when,
-        )
+        fault = Fault(re.compile(pattern), **options)
         with self._lock:
             self._faults.append(fault)
         return fault

@@ -7,7 +7,7 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -15,7 +15,7 @@ import tornado.escape
 import tornado.web
 
 from airflow_provider_iceprod.testing.oauth import InvalidAccessToken
-from airflow_provider_iceprod.testing.states import ApiError
+from airflow_provider_iceprod.testing.states import ApiError, split_arg
 from airflow_provider_iceprod.testing.store import Caller
 
 if TYPE_CHECKING:
@@ -160,6 +160,13 @@ class BaseHandler(tornado.web.RequestHandler):
             if name in body:
                 return body[name]
         return default
+
+    def status_arg(self, machine: Mapping[str, list[str]], unknown: str) -> list[str]:
+        """The ``status`` filter (``a|b``), or ``400 <unknown>`` when a status is not in the state machine."""
+        statuses = split_arg(self.arg("status"))
+        if any(s not in machine for s in statuses):
+            raise ApiError(400, unknown)
+        return statuses
 
     # ---------------------------------------------------------------- auth
 

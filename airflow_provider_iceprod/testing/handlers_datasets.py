@@ -6,17 +6,18 @@ Handler class names are IceProd's, so unexpected errors read ``Error in <Handler
 from __future__ import annotations
 
 import copy
-from collections import defaultdict
-from typing import Any
+from types import UnionType
+from typing import Any, ClassVar
 
 from airflow_provider_iceprod.testing.handlers_base import BaseHandler, api
 from airflow_provider_iceprod.testing.states import (
     DATASET_STATUS,
     ApiError,
-    prev_statuses,
+    ids_by_status,
+    matching,
+    moves,
     project,
     split_arg,
-    status_sorted,
 )
 from airflow_provider_iceprod.testing.store import Caller
 from airflow_provider_iceprod.testing.validation import check_config_for_put
@@ -30,23 +31,14 @@ class MultiDatasetHandler(BaseHandler):
     @api()
     def get(self, caller: Caller) -> None:
         store = self.ctx.store
-        statuses = split_arg(self.arg("status"))
-        if any(s not in DATASET_STATUS for s in statuses):
-            raise ApiError(400, "unknown status")
+        statuses = self.status_arg(DATASET_STATUS, "unknown status")
         groups = split_arg(self.arg("groups"))
         users = split_arg(self.arg("users"))
         keys = self.arg("keys")
-        out: dict[str, Any] = {}
-        for doc in store.datasets.values():
-            if statuses and doc["status"] not in statuses:
-                continue
-            if groups and doc["group"] not in groups:
-                continue
-            if users and doc["username"] not in users:
-                continue
-            if store.can(caller, doc["dataset_id"], "read"):
-                out[doc["dataset_id"]] = project(doc, keys, "dataset_id")
-        self.write_json(out)
+        chosen = matching(store.datasets, status=statuses, group=groups, username=users)
+        self.write_json(
+            {i: project(doc, keys, "dataset_id") for i, doc in chosen if store.can(caller, i, "read")}
+        )
 
     @api()
     def post(self, caller: Caller) -> None:
@@ -67,18 +59,38 @@ class DatasetHandler(BaseHandler):
         self.write_json(project(self.ctx.store.dataset(dataset_id), None, "dataset_id"))
 
 
-class DatasetDescriptionHandler(BaseHandler):
-    ROUTE = "/datasets/{dataset_id}/description"
+def _required(handler: BaseHandler, key: str) -> Any:
+    """The body's ``key``, or IceProd's ``400 missing <key>``."""
+    data = handler.json_body()
+    if key not in data:
+        raise ApiError(400, f"missing {key}")
+    return data[key]
+
+
+class _DatasetFieldHandler(BaseHandler):
+    """``PUT /datasets/{dataset_id}/<FIELD>``: one type-checked field of the dataset."""
+
+    FIELD: ClassVar[str]
+    TYPES: ClassVar[type | UnionType]
+    BAD_TYPE: ClassVar[str]
 
     @api(acl="write")
     def put(self, caller: Caller, dataset_id: str) -> None:
-        data = self.json_body()
-        if "description" not in data:
-            raise ApiError(400, "missing description")
-        if not isinstance(data["description"], str):
-            raise ApiError(400, "bad description")
-        self.ctx.store.dataset(dataset_id)["description"] = data["description"]
+        value = _required(self, self.FIELD)
+        if not isinstance(value, self.TYPES):
+            raise ApiError(400, self.BAD_TYPE)
+        self.ctx.store.dataset(dataset_id)[self.FIELD] = value
         self.write_json({})
+
+
+class DatasetDescriptionHandler(_DatasetFieldHandler):
+    ROUTE = "/datasets/{dataset_id}/description"
+    FIELD, TYPES, BAD_TYPE = "description", str, "bad description"
+
+
+class DatasetPriorityHandler(_DatasetFieldHandler):
+    ROUTE = "/datasets/{dataset_id}/priority"
+    FIELD, TYPES, BAD_TYPE = "priority", int | float, "priority is not a number"
 
 
 class DatasetStatusHandler(BaseHandler):
@@ -86,30 +98,12 @@ class DatasetStatusHandler(BaseHandler):
 
     @api(acl="write")
     def put(self, caller: Caller, dataset_id: str) -> None:
-        data = self.json_body()
-        if "status" not in data:
-            raise ApiError(400, "missing status")
-        if data["status"] not in DATASET_STATUS:
+        status = _required(self, "status")
+        if status not in DATASET_STATUS:
             raise ApiError(400, "bad status")
         doc = self.ctx.store.dataset(dataset_id)
-        if doc["status"] in prev_statuses(DATASET_STATUS, data["status"]):
-            doc["status"] = data["status"]
-        elif doc["status"] != data["status"]:
-            raise ApiError(400, "Bad state transition for status")
-        self.write_json({})
-
-
-class DatasetPriorityHandler(BaseHandler):
-    ROUTE = "/datasets/{dataset_id}/priority"
-
-    @api(acl="write")
-    def put(self, caller: Caller, dataset_id: str) -> None:
-        data = self.json_body()
-        if "priority" not in data:
-            raise ApiError(400, "missing priority")
-        if not isinstance(data["priority"], int | float):
-            raise ApiError(400, "priority is not a number")
-        self.ctx.store.dataset(dataset_id)["priority"] = data["priority"]
+        if moves(DATASET_STATUS, doc["status"], status):
+            doc["status"] = status
         self.write_json({})
 
 
@@ -118,11 +112,9 @@ class DatasetJobsSubmittedHandler(BaseHandler):
 
     @api(roles=("admin", "user"), acl="write")
     def put(self, caller: Caller, dataset_id: str) -> None:
-        data = self.json_body()
-        if "jobs_submitted" not in data:
-            raise ApiError(400, "missing jobs_submitted")
+        value = _required(self, "jobs_submitted")
         try:
-            jobs_submitted = int(data["jobs_submitted"])
+            jobs_submitted = int(value)
         except Exception:
             raise ApiError(400, "jobs_submitted is not an int") from None
         doc = self.ctx.store.dataset(dataset_id)
@@ -163,10 +155,8 @@ class DatasetSummariesStatusHandler(BaseHandler):
 
     @api()
     def get(self, caller: Caller) -> None:
-        out: dict[str, list[str]] = defaultdict(list)
-        for doc in self.ctx.store.visible_datasets(caller):
-            out[doc["status"]].append(doc["dataset_id"])
-        self.write_json(status_sorted(DATASET_STATUS, out))
+        visible = {doc["dataset_id"]: doc for doc in self.ctx.store.visible_datasets(caller)}
+        self.write_json(ids_by_status(DATASET_STATUS, visible))
 
 
 class ConfigHandler(BaseHandler):
@@ -174,9 +164,7 @@ class ConfigHandler(BaseHandler):
 
     @api(acl="read")
     def get(self, caller: Caller, dataset_id: str) -> None:
-        config = self.ctx.store.configs.get(dataset_id)
-        if config is None:
-            raise ApiError(404, "Config not found")
+        config = self.ctx.store.config(dataset_id)
         self.write_json({k: v for k, v in config.items() if k != "dataset_id"})
 
     @api(acl="write")

@@ -7,12 +7,21 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from airflow_provider_iceprod.testing.handlers_base import BaseHandler, api
-from airflow_provider_iceprod.testing.handlers_jobs import BULK_LIMIT, selected_ids
+from airflow_provider_iceprod.testing.handlers_jobs import (
+    BulkActionHandler,
+    RecordHandler,
+    RecordStatusHandler,
+    StatusSummaryHandler,
+    check_limit,
+    int_arg,
+    required_ids,
+    selected_ids,
+)
 from airflow_provider_iceprod.testing.states import (
     RESOURCE_DEFAULTS,
     TASK_STATUS,
     ApiError,
-    prev_statuses,
+    matching,
     project,
     split_arg,
     status_sorted,
@@ -32,74 +41,20 @@ class DatasetMultiTasksHandler(BaseHandler):
 
     @api(acl="read")
     def get(self, caller: Caller, dataset_id: str) -> None:
-        statuses = split_arg(self.arg("status"))
-        if any(s not in TASK_STATUS for s in statuses):
-            raise ApiError(400, "Unknown task status")
+        statuses = self.status_arg(TASK_STATUS, "Unknown task status")
         names = split_arg(self.arg("name"))
         job_id = self.arg("job_id")
-        job_index_arg = self.arg("job_index")
-        job_index = None
-        if job_index_arg:
-            try:
-                job_index = int(job_index_arg)
-            except (TypeError, ValueError):
-                raise ApiError(400, 'Bad argument "job_index": must be integer') from None
+        job_index = self.arg("job_index")
+        indexes = (int_arg(job_index, "job_index"),) if job_index else ()
         keys = self.arg("keys", "")
-        out = {}
-        for task_id, task in self.ctx.store.dataset_tasks(dataset_id).items():
-            if statuses and task["status"] not in statuses:
-                continue
-            if names and task["name"] not in names:
-                continue
-            if job_id and task["job_id"] != job_id:
-                continue
-            if job_index is not None and task["job_index"] != job_index:
-                continue
-            out[task_id] = project(task, keys, "task_id")
-        self.write_json(out)
-
-
-class DatasetTasksHandler(BaseHandler):
-    ROUTE = "/datasets/{dataset_id}/tasks/{task_id}"
-
-    @api(acl="read")
-    def get(self, caller: Caller, dataset_id: str, task_id: str) -> None:
-        task = self.ctx.store.dataset_tasks(dataset_id).get(task_id)
-        if task is None:
-            raise ApiError(404, "Task not found")
-        self.write_json(project(task, self.arg("keys", ""), "task_id"))
-
-
-class DatasetTasksStatusHandler(BaseHandler):
-    ROUTE = "/datasets/{dataset_id}/tasks/{task_id}/status"
-
-    @api(acl="write")
-    def put(self, caller: Caller, dataset_id: str, task_id: str) -> None:
-        data = self.json_body()
-        if not data or "status" not in data:
-            raise ApiError(400, "Missing status in body")
-        if data["status"] not in TASK_STATUS:
-            raise ApiError(400, "Bad status")
-        task = self.ctx.store.dataset_tasks(dataset_id).get(task_id)
-        if task is None:
-            raise ApiError(404, "Task not found")
-        if task["status"] in prev_statuses(TASK_STATUS, data["status"]):
-            self.ctx.store.set_task_status(task, data["status"], self.ctx.clock())
-            task["instance_id"] = ""
-        elif task["status"] != data["status"]:
-            raise ApiError(400, "Bad state transition for status")
-        self.write_json({})
-
-
-class DatasetTaskSummaryStatusHandler(BaseHandler):
-    ROUTE = "/datasets/{dataset_id}/task_summaries/status"
-
-    @api(acl="read")
-    def get(self, caller: Caller, dataset_id: str) -> None:
-        out: dict[str, list[str]] = defaultdict(list)
-        for task_id, task in self.ctx.store.dataset_tasks(dataset_id).items():
-            out[task["status"]].append(task_id)
-        self.write_json(status_sorted(TASK_STATUS, out))
+        tasks = matching(
+            self.ctx.store.dataset_tasks(dataset_id),
+            status=statuses,
+            name=names,
+            job_id=(job_id,) if job_id else (),
+            job_index=indexes,
+        )
+        self.write_json({task_id: project(task, keys, "task_id") for task_id, task in tasks})
 
 
 class TaskCountsStatusHandler(BaseHandler):
@@ -113,9 +68,7 @@ class TaskCountsStatusHandler(BaseHandler):
         self.write_json(self.counts(tasks))
 
     def counts(self, tasks: list[dict[str, Any]]) -> dict[str, int]:
-        statuses = split_arg(self.arg("status"))
-        if any(s not in TASK_STATUS for s in statuses):
-            raise ApiError(400, "Unknown task status")
+        statuses = self.status_arg(TASK_STATUS, "Unknown task status")
         gpu_arg = self.arg("gpu")
         gpu = strtobool(gpu_arg) if gpu_arg is not None else None
         counts: Counter[str] = Counter()
@@ -185,14 +138,11 @@ class DatasetTaskBulkStatusHandler(BaseHandler):
 
     @api(acl="write")
     def post(self, caller: Caller, dataset_id: str, status: str) -> None:
-        data = self.json_body()
-        if not data or "tasks" not in data or not data["tasks"]:
-            raise ApiError(400, "Missing tasks in body")
-        if len(list(data["tasks"])) > BULK_LIMIT:
-            raise ApiError(400, "Too many tasks specified (limit: 100k)")
+        ids = required_ids(self, "tasks")
+        check_limit(len(list(ids)), "tasks")
         if status not in TASK_STATUS:
             raise ApiError(400, "Bad status")
-        wanted = set(data["tasks"])
+        wanted = set(ids)
         now = self.ctx.clock()
         changed = 0
         for task_id, task in self.ctx.store.dataset_tasks(dataset_id).items():
@@ -205,12 +155,8 @@ class DatasetTaskBulkStatusHandler(BaseHandler):
         self.write_json({})
 
 
-class _TaskBulkHandler(BaseHandler):
-    """Shared body of ``task_actions/bulk_suspend|bulk_reset|bulk_hard_reset``."""
-
-    NEW_STATUS = "idle"
-    FROM: tuple[str, ...] | None = None  # None: every status
-    HARD = False
+class _TaskBulkHandler(BulkActionHandler):
+    KIND = "task"
 
     @api(acl="write")
     def post(self, caller: Caller, dataset_id: str) -> None:
@@ -221,35 +167,8 @@ class _TaskBulkHandler(BaseHandler):
                 jobs = set(selected_ids(self, "jobs") or [])
             elif data and "tasks" in data:
                 tasks = set(selected_ids(self, "tasks") or [])
-        now = self.ctx.clock()
-        for task_id, task in self.ctx.store.dataset_tasks(dataset_id).items():
-            if jobs is not None and task["job_id"] not in jobs:
-                continue
-            if tasks is not None and task_id not in tasks:
-                continue
-            if self.FROM is None or task["status"] in self.FROM:
-                self.ctx.store.set_task_status(task, self.NEW_STATUS, now)
-                task["instance_id"] = ""
-                if self.HARD:
-                    task["failures"] = 0
-                    task["site"] = ""
+        self.ctx.store.bulk_tasks(dataset_id, self.ACTION, self.ctx.clock(), jobs=jobs, tasks=tasks)
         self.write_json({})
-
-
-class DatasetTaskBulkSuspendHandler(_TaskBulkHandler):
-    ROUTE = "/datasets/{dataset_id}/task_actions/bulk_suspend"
-    NEW_STATUS = "suspended"
-    FROM = tuple(prev_statuses(TASK_STATUS, "suspended"))
-
-
-class DatasetTaskBulkResetHandler(_TaskBulkHandler):
-    ROUTE = "/datasets/{dataset_id}/task_actions/bulk_reset"
-    FROM = tuple(prev_statuses(TASK_STATUS, "idle"))
-
-
-class DatasetTaskBulkHardResetHandler(_TaskBulkHandler):
-    ROUTE = "/datasets/{dataset_id}/task_actions/bulk_hard_reset"
-    HARD = True
 
 
 def _requirement_value(key: str, value: Any) -> Any:
@@ -358,17 +277,19 @@ class DatasetTaskLogsHandler(BaseHandler):
 
 HANDLERS: list[type[BaseHandler]] = [
     DatasetMultiTasksHandler,
-    DatasetTasksHandler,
-    DatasetTasksStatusHandler,
-    DatasetTaskSummaryStatusHandler,
+    RecordHandler.subclass("DatasetTasksHandler", "task", "/datasets/{dataset_id}/tasks/{task_id}"),
+    RecordStatusHandler.subclass(
+        "DatasetTasksStatusHandler", "task", "/datasets/{dataset_id}/tasks/{task_id}/status"
+    ),
+    StatusSummaryHandler.subclass(
+        "DatasetTaskSummaryStatusHandler", "task", "/datasets/{dataset_id}/task_summaries/status"
+    ),
     TaskCountsStatusHandler,
     DatasetTaskCountsStatusHandler,
     DatasetTaskCountsNameStatusHandler,
     DatasetTaskStatsHandler,
     DatasetTaskBulkStatusHandler,
-    DatasetTaskBulkSuspendHandler,
-    DatasetTaskBulkResetHandler,
-    DatasetTaskBulkHardResetHandler,
+    *_TaskBulkHandler.per_action(),
     DatasetTaskBulkRequirementsHandler,
     DatasetsMultiTaskStatsHandler,
     DatasetTaskLogsHandler,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,10 +47,55 @@ def prev_statuses(machine: Mapping[str, list[str]], status: str) -> list[str]:
     return [k for k, nexts in machine.items() if status in nexts]
 
 
+def bulk_rule(machine: Mapping[str, list[str]], initial: str, action: str) -> tuple[str, list[str] | None]:
+    """The new status of a ``bulk_suspend|bulk_reset|bulk_hard_reset`` and the statuses it applies to
+    (None: every status). ``initial`` is where a reset puts a record (``processing`` jobs, ``idle`` tasks)."""
+    if action == "hard_reset":
+        return initial, None
+    new = "suspended" if action == "suspend" else initial
+    return new, prev_statuses(machine, new)
+
+
+def moves(machine: Mapping[str, list[str]], current: str, new: str) -> bool:
+    """Whether a status PUT moves a record from ``current`` to ``new``: True to change it, False when
+    it is already there, IceProd's 400 when the state machine forbids the move."""
+    if current in prev_statuses(machine, new):
+        return True
+    if current != new:
+        raise ApiError(400, "Bad state transition for status")
+    return False
+
+
+def ids_by_status(
+    machine: Mapping[str, list[str]], records: Mapping[str, Mapping[str, Any]]
+) -> dict[str, list[str]]:
+    """IceProd's ``*_summaries/status``: the record ids per status, in state-machine order."""
+    out: dict[str, list[str]] = {}
+    for record_id, record in records.items():
+        out.setdefault(record["status"], []).append(record_id)
+    return status_sorted(machine, out)
+
+
 def status_sorted(machine: Mapping[str, list[str]], counts: Mapping[str, Any]) -> dict[str, Any]:
     """Order a ``{status: value}`` dict like IceProd does (state-machine order, unknown last)."""
     order = list(machine)
     return {k: counts[k] for k in sorted(counts, key=lambda s: order.index(s) if s in order else len(order))}
+
+
+def found(record: dict[str, Any] | None, what: str) -> dict[str, Any]:
+    """The record, or IceProd's ``404 <what> not found``."""
+    if record is None:
+        raise ApiError(404, f"{what} not found")
+    return record
+
+
+def matching(
+    records: Mapping[str, dict[str, Any]], **allowed: Collection[Any]
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The records whose fields hold one of the allowed values; an empty collection allows every value."""
+    for record_id, record in records.items():
+        if all(not values or record[name] in values for name, values in allowed.items()):
+            yield record_id, record
 
 
 def nowstr() -> str:

@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_iceprod.testing.states import DATASET_STATUS, GROUPS, ApiError, new_id, nowstr
+from airflow_provider_iceprod.testing.states import (
+    DATASET_STATUS,
+    GROUPS,
+    JOB_STATUS,
+    TASK_STATUS,
+    ApiError,
+    bulk_rule,
+    found,
+    new_id,
+    nowstr,
+)
 
 TIMED_TASK_STATUSES = frozenset({"waiting", "queued", "processing"})  # the grid moves these on its own
 
@@ -84,6 +94,36 @@ class Store:
         job["status_changed"] = nowstr()
         self.dirty.add(job["dataset_id"])
 
+    def bulk_tasks(
+        self,
+        dataset_id: str,
+        action: str,
+        now: float,
+        *,
+        jobs: Collection[str] | None = None,
+        tasks: Collection[str] | None = None,
+    ) -> None:
+        """``task_actions/bulk_<action>`` (suspend, reset, hard_reset) on the tasks of ``jobs`` or on
+        ``tasks`` (None: all of the dataset's)."""
+        new, allowed = bulk_rule(TASK_STATUS, "idle", action)
+        for task_id, task in self.dataset_tasks(dataset_id).items():
+            if jobs is not None and task["job_id"] not in jobs:
+                continue
+            if tasks is not None and task_id not in tasks:
+                continue
+            if allowed is None or task["status"] in allowed:
+                self.set_task_status(task, new, now)
+                task["instance_id"] = ""
+                if action == "hard_reset":
+                    task["failures"], task["site"] = 0, ""
+
+    def bulk_jobs(self, dataset_id: str, action: str, *, jobs: Collection[str] | None = None) -> None:
+        """``job_actions/bulk_<action>`` (suspend, reset, hard_reset) on ``jobs`` (None: all of the dataset's)."""
+        new, allowed = bulk_rule(JOB_STATUS, "processing", action)
+        for job_id, job in self.dataset_jobs(dataset_id).items():
+            if (jobs is None or job_id in jobs) and (allowed is None or job["status"] in allowed):
+                self.set_job_status(job, new)
+
     def touch(self, dataset_id: str) -> None:
         """Something about this dataset changed: the grid's next pass looks at it."""
         self.dirty.add(dataset_id)
@@ -112,10 +152,10 @@ class Store:
     # ---------------------------------------------------------------- datasets
 
     def dataset(self, dataset_id: str) -> dict[str, Any]:
-        doc = self.datasets.get(dataset_id)
-        if doc is None:
-            raise ApiError(404, "Dataset not found")
-        return doc
+        return found(self.datasets.get(dataset_id), "Dataset")
+
+    def config(self, dataset_id: str) -> dict[str, Any]:
+        return found(self.configs.get(dataset_id), "Config")
 
     def create_dataset(self, data: dict[str, Any], caller: Caller, *, now: float) -> str:
         """``POST /datasets``: validate like IceProd, insert, write the ACL. Returns the dataset id."""

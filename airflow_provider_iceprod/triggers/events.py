@@ -28,7 +28,7 @@ import json
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
@@ -155,6 +155,19 @@ def event_payload(
         "job_counts": counts[0] if counts is not None else None,
         "task_counts": counts[1] if counts is not None else None,
     }
+
+
+class WatchArgs(TypedDict, total=False):
+    """The keyword arguments of :class:`IceProdDatasetEventTrigger` (what to watch, how often),
+    also taken by :func:`~airflow_provider_iceprod.assets.iceprod_dataset_asset`."""
+
+    status: str | Iterable[str]
+    group: str | Iterable[str] | None
+    owner: str | Iterable[str] | None
+    description: str | None
+    datasets: Iterable[int] | None
+    poll_interval: float
+    replay_since: str | datetime | None
 
 
 class IceProdDatasetEventTrigger(BaseEventTrigger):

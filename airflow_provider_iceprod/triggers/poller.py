@@ -58,7 +58,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_iceprod.exceptions import IceProdError
-from airflow_provider_iceprod.models import DATASET_STATUSES
+from airflow_provider_iceprod.models import DATASET_STATUSES, DatasetProgress
 from airflow_provider_iceprod.triggers.feeds import Feed, FeedSet, Listing
 from airflow_provider_iceprod.triggers.tracking import (
     LIST_KEYS,
@@ -66,7 +66,6 @@ from airflow_provider_iceprod.triggers.tracking import (
     Subscription,
     Tracked,
     Update,
-    progress_from_row,
     tasks_all_complete,
 )
 from airflow_provider_iceprod.waiting import WaitOptions, outage_pause, status_ends_wait
@@ -396,7 +395,7 @@ class DatasetPoller:
         tracked = self._tracked.get(dataset_id)
         if tracked is None or tracked.row is None:
             return
-        progress = progress_from_row(tracked.row, tracked.job_counts, tracked.task_counts)
+        progress = DatasetProgress.from_row(tracked.row, tracked.job_counts, tracked.task_counts)
         for sub in self._subs.get(dataset_id, []):
             sub.queue.put_nowait(Update(progress, tasks_fresh, jobs_fresh, final=final))
 

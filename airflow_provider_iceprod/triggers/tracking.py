@@ -2,14 +2,13 @@
 
 :class:`Subscription` is one wait registered with the poller; it reads :class:`Update` objects.
 :class:`Tracked` is the poller's view of one dataset, shared by every subscription to it;
-:func:`progress_from_row` turns it into the :class:`~airflow_provider_iceprod.models.DatasetProgress`
+``DatasetProgress.from_row`` (:mod:`~airflow_provider_iceprod.models`) turns it into the progress
 the wait decides on.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,18 +27,7 @@ WAIT_KEYS = (
     "username",
 )
 #: Projection of the shared list request when feeds (asset watchers) listen: they filter on more.
-LIST_KEYS = (
-    "dataset_id",
-    "dataset",
-    "status",
-    "truncated",
-    "jobs_submitted",
-    "tasks_submitted",
-    "username",
-    "group",
-    "description",
-    "start_date",
-)
+LIST_KEYS = (*WAIT_KEYS, "group", "description", "start_date")
 
 
 @dataclass
@@ -92,18 +80,3 @@ def tasks_all_complete(tracked: Tracked) -> bool:
     if tracked.row.get("truncated"):
         return True
     return counts["complete"] >= int(tracked.row.get("tasks_submitted") or 0)
-
-
-def progress_from_row(
-    row: Mapping[str, Any], job_counts: Mapping[str, int], task_counts: Mapping[str, int]
-) -> DatasetProgress:
-    return DatasetProgress(
-        dataset_id=str(row["dataset_id"]),
-        dataset=int(row.get("dataset") or 0),
-        status=str(row.get("status") or ""),
-        truncated=bool(row.get("truncated", False)),
-        jobs_submitted=int(row.get("jobs_submitted") or 0),
-        tasks_submitted=int(row.get("tasks_submitted") or 0),
-        job_counts=dict(job_counts),
-        task_counts=dict(task_counts),
-    )

@@ -28,6 +28,8 @@ from typing import Any
 
 import psutil
 
+from airflow_provider_iceprod.auth.tokens import DEFAULT_LEAD_TIME, MAX_LEAD_FRACTION
+
 BIN = Path(sys.executable).parent
 HERE = Path(__file__).resolve().parent
 DAGS = HERE / "dags"
@@ -40,10 +42,11 @@ SIZES: dict[str, dict[str, int]] = {
     "full": {"failover_runs": 200, "rotation_seconds": 240, "rotation_waits": 20},
 }
 
-#: Access tokens live 126 s; the provider renews them 120 s before they expire, so every process
-#: needs a new one every ~6 s: one "token lifetime" as far as rotation is concerned.
-TOKEN_LIFETIME = 126
-REFRESH_PERIOD = 6
+#: Access tokens live 8 s; the provider renews them a quarter of their lifetime (2 s) before they
+#: expire (auth/tokens.py: the 120 s lead is capped at MAX_LEAD_FRACTION of the lifetime), so every
+#: process needs a new one every ~6 s: one "renewal period" as far as rotation is concerned.
+TOKEN_LIFETIME = 8
+REFRESH_PERIOD = TOKEN_LIFETIME - min(DEFAULT_LEAD_TIME, MAX_LEAD_FRACTION * TOKEN_LIFETIME)
 POLL_INTERVAL = 3.0
 
 

@@ -365,8 +365,10 @@ def test_rotation_across_workers_and_triggerers(
     assert lost == 0, "a process lost the IceProd login"
     periods = elapsed / REFRESH_PERIOD
     assert periods >= 10, periods
-    # 4 token-holding processes (2 load tasks, 2 triggerers) need one token each per period; races add a few.
-    assert grants <= 4 * (periods + 2) * 1.5, (grants, periods)
+    # 4 token-holding processes (2 load tasks, 2 triggerers) need a new token each period; one that
+    # finds a fresh one in the token-state Variable takes it over, so it is between 1 and 4 grants per
+    # period (the lower bound proves the tokens really were renewed all along).
+    assert periods / 2 <= grants <= 4 * (periods + 2) * 1.5, (grants, periods)
 
     results.add(
         "Token rotation",
@@ -377,7 +379,7 @@ def test_rotation_across_workers_and_triggerers(
     results.add(
         "Token rotation",
         "access-token lifetime / renewed every",
-        f"{TOKEN_LIFETIME} s / ~{REFRESH_PERIOD} s (the provider renews 120 s before expiry)",
+        f"{TOKEN_LIFETIME} s / ~{REFRESH_PERIOD:g} s (renewed a quarter of the lifetime before expiry)",
     )
     results.add("Token rotation", "duration", f"{elapsed:.0f} s = {periods:.0f} renewal periods")
     results.add("Token rotation", "refresh grants issued", grants)

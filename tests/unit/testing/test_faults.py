@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 import requests
 from standin_helpers import TWO_TASK_CONFIG, Api, wait_for
 
 from airflow_provider_iceprod.testing import LocalIceProd
+from airflow_provider_iceprod.testing.faults import Faults
 
 
 def test_status_fault_before_handler_has_no_effect(iceprod_server: LocalIceProd, alice: Api) -> None:
@@ -117,3 +119,14 @@ def test_counters_per_route_and_grant(iceprod_server: LocalIceProd, alice: Api) 
     assert iceprod_server.counters.grant_requests["client_credentials"] == 2
     iceprod_server.reset_counters()
     assert iceprod_server.counters.total() == 0 and not iceprod_server.counters.grants
+
+
+def test_fault_options_are_checked() -> None:
+    faults = Faults()
+    when: Any = "later"
+    with pytest.raises(ValueError, match="when must be 'before' or 'after'"):
+        faults.add("x", status=500, when=when)
+    with pytest.raises(ValueError, match="a fault needs status, drop or latency"):
+        faults.add("x", times=1)
+    assert len(faults) == 0
+    assert faults.add("x", latency=0.5).when == "before"

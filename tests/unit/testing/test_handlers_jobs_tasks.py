@@ -302,3 +302,29 @@ def test_cleanup_cron_suspends_failed_tasks_of_errored_jobs() -> None:
         ip.grid.materialize(dataset_id, 0.0, num=1)
         wait_for(lambda: api.ok("GET", f"/datasets/{dataset_id}/job_counts/status") == {"errors": 1})
         assert api.ok("GET", f"/datasets/{dataset_id}/task_counts/status") == {"failed": 1}
+
+
+def test_shared_job_and_task_routes_keep_their_own_texts(
+    frozen: tuple[LocalIceProd, str], alice: Api
+) -> None:
+    """Job and task routes share their code; limits and unexpected errors still read as IceProd's do."""
+    _, dataset_id = frozen
+    too_many = {"tasks": [f"t{i}" for i in range(100001)]}
+    limit = "Too many tasks specified (limit: 100k)"
+    assert_error(
+        alice("POST", f"/datasets/{dataset_id}/task_actions/bulk_status/failed", too_many), 400, limit
+    )
+    assert_error(alice("POST", f"/datasets/{dataset_id}/task_actions/bulk_suspend", too_many), 400, limit)
+    job_id = next(iter(_jobs(alice, dataset_id)))
+    task_id = next(iter(_tasks(alice, dataset_id)))
+    # a JSON string that contains the key: IceProd indexes it and fails with its handler's name
+    for path, handler in (
+        (f"jobs/{job_id}/status", "DatasetJobsStatusHandler"),
+        (f"tasks/{task_id}/status", "DatasetTasksStatusHandler"),
+    ):
+        assert_error(alice("PUT", f"/datasets/{dataset_id}/{path}", "status"), 500, f"Error in {handler}")
+    for path, handler in (
+        ("job_actions/bulk_hard_reset", "DatasetJobBulkHardResetHandler"),
+        ("task_actions/bulk_suspend", "DatasetTaskBulkSuspendHandler"),
+    ):
+        assert_error(alice("POST", f"/datasets/{dataset_id}/{path}", "jobs"), 500, f"Error in {handler}")

@@ -147,6 +147,14 @@ async def test_transient_errors_are_tolerated_then_fatal(ip):
     assert "503" in event["message"]
 
 
+def forget_shared_tokens() -> None:
+    """Empty this host's token-state copies (a new host: nothing shared to take over)."""
+    import os
+    import shutil
+
+    shutil.rmtree(os.environ["AIRFLOW_ICEPROD_STATE_DIR"], ignore_errors=True)
+
+
 async def test_issuer_blips_during_discovery_count_as_transient_errors(ip):
     """Issue 13 #1: dropped connections at the issuer's discovery are tolerated like any outage."""
     from airflow_provider_iceprod.auth.cache import TOKEN_CACHE
@@ -161,6 +169,7 @@ async def test_issuer_blips_during_discovery_count_as_transient_errors(ip):
     assert event["status"] == "success"
     TOKEN_CACHE.clear()
     clear_discovery_cache()
+    forget_shared_tokens()  # else the new "triggerer" takes over the stored access token: no discovery
     ip.faults.add("openid-configuration", drop=True)
     (event,) = await events(trigger(dataset_id, wait_options={"tolerate_errors": 0, "on_outage": "fail"}))
     assert (event["status"], event["error_type"]) == ("error", "IceProdTransientError")

@@ -164,7 +164,10 @@ async def test_a_burst_of_completions_costs_the_list_call_not_a_request_per_data
     assert len(got) == n and {e["status"] for e in got} == {"success"}
     assert intervals <= 3, f"final events took {intervals} poller intervals"
     assert requests <= 40, f"{requests} IceProd requests for {n} completions"
-    assert ip.counters.get("GET /datasets/{dataset_id}/job_counts/status") == 0  # none per dataset
+    # not one per dataset: at most the count budget's progress refreshes of the rounds in the window
+    # (a round that read task counts just after the completion asks for job counts too)
+    job_counts = ip.counters.get("GET /datasets/{dataset_id}/job_counts/status")
+    assert job_counts <= poller.count_budget * intervals, job_counts
     # the worker's execute_complete fills in the final counts: nothing is lost
     stale = [e for e in got if e.get("counts_final") is False]
     assert stale  # the triggerer did not fetch them
