@@ -49,17 +49,43 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "auth.tokens": (
         ["auth/tokens.py"],
-        ["tests/unit/auth/test_state.py", "tests/unit/auth/test_provider.py"],
+        [
+            "tests/unit/auth/test_tokens_mutants.py",
+            "tests/unit/auth/test_state.py",
+            "tests/unit/auth/test_provider.py",
+        ],
     ),
-    "auth.state": (["auth/state.py"], ["tests/unit/auth/test_state.py"]),
+    # which refresh token is used next (pure)
+    "auth.candidates": (
+        ["auth/candidates.py"],
+        ["tests/unit/auth/test_candidates_mutants.py", "tests/unit/auth/test_provider.py"],
+    ),
+    "auth.state": (
+        ["auth/state.py", "auth/state_stores.py"],
+        [
+            "tests/unit/auth/test_state_mutants.py",
+            "tests/unit/auth/test_state.py",
+            "tests/unit/auth/test_state_stores.py",
+        ],
+    ),
     # the checks (input validation before any request)
     "api.checks": (
         ["api/checks.py"],
         ["tests/unit/api/test_checks.py", "tests/unit/api/test_checks_mutants.py"],
     ),
     # the submit and reconcile flow (and the other multi-step flows)
-    "api.submit_flow": (["api/submit_flow.py"], ["tests/unit/hooks/test_iceprod_submit.py"]),
-    "operators.resume": (["operators/_resume.py"], ["tests/unit/operators/test_submit.py"]),
+    "api.submit_flow": (
+        ["api/submit_flow.py"],
+        ["tests/unit/api/test_submit_flow_mutants.py", "tests/unit/hooks/test_iceprod_submit.py"],
+    ),
+    "operators.resume": (
+        ["operators/_resume.py"],
+        [
+            "tests/unit/operators/test_resume.py",
+            "tests/unit/operators/test_resume_mutants.py",
+            "tests/unit/operators/test_submit.py",
+        ],
+    ),
 }
 
 #: Tests that cannot pass on mutmut's copy: they check what a module imports, and mutmut's
