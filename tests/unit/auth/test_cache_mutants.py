@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from airflow_provider_iceprod.auth.cache import TokenCache
-from airflow_provider_iceprod.auth.tokens import AccessToken
+from airflow_provider_iceprod.auth.tokens import AccessToken, fingerprint
 from airflow_provider_iceprod.exceptions import IceProdTransientError
 
 KEY = ("issuer", "client", "fingerprint")
@@ -43,6 +43,19 @@ def test_invalidate_drops_the_access_token_and_keeps_the_refresh_token() -> None
     assert cache.entry(KEY).access is None
     assert cache.entry(KEY).refresh_token == "refresh"
     assert cache.fresh(KEY, 0.0, now=0.0) is None
+
+
+def test_invalidate_remembers_the_dropped_token_so_it_is_never_taken_over_again() -> None:
+    """The provider compares a shared (overlay) access token with ``rejected``: the token the API
+    just refused must not come back from another process's overlay."""
+    cache = TokenCache()
+    entry = cache.entry(KEY)
+    entry.access = AccessToken(value="refused-token", expires_at=1000.0, obtained_at=0.0)
+    cache.invalidate(KEY)
+    assert entry.rejected == fingerprint("refused-token") != ""
+    cache.invalidate(KEY)  # nothing cached any more: the rejected token stays remembered
+    assert entry.rejected == fingerprint("refused-token")
+    assert cache.entry(OTHER).rejected == ""
 
 
 def test_a_held_lock_times_out_with_a_final_transient_error() -> None:
