@@ -61,22 +61,33 @@ def test_asset_event_reports_the_status_the_wait_decided_on(iceprod_connection, 
     ``processing`` and then every job complete, and ends the wait on the job counts. The asset event
     must say ``complete`` (what the wait decided), not the ``processing`` it read a moment before.
 
-    Made deterministic: tasks stay put until one job-counts request of a poll has arrived (held 3 s
-    by a latency fault); only then do they finish, inside that request's latency."""
+    Made deterministic: tasks stay put until one job-counts request of a poll has arrived (held 5 s
+    by a latency fault); only then do they finish, inside that request's latency. The helper thread's
+    waits are generous (a busy machine) and a failure there releases the tasks and fails the test instead of
+    leaving the DAG waiting on 600 s tasks."""
     from airflow_provider_iceprod.assets import iceprod_asset_uri
 
     ip = iceprod_connection
     ip.grid.task_duration = 600.0
     held: list = []
+    errors: list[BaseException] = []
 
     def provoke() -> None:
-        wait_until(lambda: bool(ip.datasets()) and bool(ip.task_counts(ip.datasets()[0]["dataset_id"])))
-        fault = ip.faults.add(r"^GET /datasets/\{dataset_id\}/job_counts/status$", latency=3.0, times=1)
-        held.append(fault)
-        wait_until(lambda: fault.hits == 1)  # this poll's dataset read said "processing"
-        ip.grid.task_duration = 0.0
-        dataset_id = ip.datasets()[0]["dataset_id"]
-        wait_until(lambda: ip.dataset(dataset_id)["status"] == "complete", timeout=2.5)
+        try:
+            # generous: on a busy machine the DAG run takes a while to submit and materialize
+            wait_until(
+                lambda: bool(ip.datasets()) and bool(ip.task_counts(ip.datasets()[0]["dataset_id"])),
+                timeout=180,
+            )
+            fault = ip.faults.add(r"^GET /datasets/\{dataset_id\}/job_counts/status$", latency=5.0, times=1)
+            held.append(fault)
+            wait_until(lambda: fault.hits == 1, timeout=180)  # this poll's dataset read said "processing"
+            ip.grid.task_duration = 0.0
+            dataset_id = ip.datasets()[0]["dataset_id"]
+            wait_until(lambda: ip.dataset(dataset_id)["status"] == "complete", timeout=4.5)
+        except BaseException as exc:  # fail the test, never leave the DAG waiting on 600 s tasks
+            errors.append(exc)
+            ip.grid.task_duration = 0.0
 
     thread = threading.Thread(target=provoke, daemon=True)
     thread.start()
@@ -85,6 +96,7 @@ def test_asset_event_reports_the_status_the_wait_decided_on(iceprod_connection, 
     dag_run = run_dag(dag)
     thread.join(timeout=30)
 
+    assert errors == []
     assert str(dag_run.state) == "success"
     assert held and held[0].hits == 1  # the race really happened
     [dataset] = ip.datasets()
