@@ -62,8 +62,15 @@ class IceProd:
         self.bodies: list[Any] = []
         self.on_submit: Callable[[], None] | None = None
 
-    def add(self, dataset_id: str, number: int, description: str, config: bool = True) -> None:
-        self.datasets[dataset_id] = {"dataset_id": dataset_id, "dataset": number, "description": description}
+    def add(
+        self, dataset_id: str, number: int, description: str, config: bool = True, username: str = "alice"
+    ) -> None:
+        self.datasets[dataset_id] = {
+            "dataset_id": dataset_id,
+            "dataset": number,
+            "description": description,
+            "username": username,
+        }
         if config:
             self.configs.add(dataset_id)
 
@@ -73,8 +80,9 @@ class IceProd:
         self.bodies.append(call.json)
         if self.fail.get(key):
             raise self.fail[key].pop(0)
-        if key == ("GET", "/datasets"):
-            return {d: dict(doc) for d, doc in self.datasets.items()}
+        if key == ("GET", "/datasets"):  # like IceProd: ?users= filters, without it every dataset
+            users = (call.params or {}).get("users")
+            return {d: dict(doc) for d, doc in self.datasets.items() if users in (None, doc["username"])}
         if call.method == "GET" and call.path.startswith("/datasets/"):
             return self.datasets[call.path.split("/")[2]]
         if call.path.startswith("/config/"):
@@ -86,7 +94,7 @@ class IceProd:
                 raise IceProdNotFoundError("config not found", path=call.path)
             return {"tasks": []}
         if key == ("POST", "/datasets"):
-            self.add(D3, 3, call.json["description"], config=False)
+            self.add(D3, 30, call.json["description"], config=False)
             return {"result": D3}
         if key == ("POST", "/actions/submit"):
             if self.on_submit is not None:
@@ -157,6 +165,7 @@ def test_find_by_marker_returns_the_oldest_dataset_carrying_it(ip: IceProd, capl
     ip.add(D2, 12, f"second {TAG}")
     ip.add(D1, 9, f"first {TAG} copy")
     ip.add(D3, 3, "[airflow:other.marker]")
+    ip.add("b" * 32, 1, f"bob's {TAG}", username="bob")  # another user's: never ours
     with caplog.at_level(logging.WARNING, logger=submit_flow.__name__):
         found = ip.drive(submit_flow.find_dataset_by_marker(MARKER))
     assert found is not None and (found.dataset_id, found.dataset) == (D1, 9)
@@ -239,7 +248,7 @@ def test_on_send_can_stop_the_submit(ip: IceProd) -> None:
 
 
 def test_the_owner_named_in_the_submit_fields_is_the_one_looked_up(ip: IceProd) -> None:
-    ip.add(D1, 1, TAG)
+    ip.add(D1, 1, TAG, username="bob")
     req = dataclasses.replace(_req(), extra={"username": "bob"})
     result = ip.drive(submit_flow.submit_dataset(req, _ctx(), fresh=True))
     assert result.dataset_id == D1 and result.reattached
@@ -249,7 +258,8 @@ def test_the_lookup_asks_for_the_tokens_user(ip: IceProd, monkeypatch: pytest.Mo
     owners: list[str] = []
     real = submit_flow.marker_lookup
     monkeypatch.setattr(submit_flow, "marker_lookup", lambda owner: owners.append(owner) or real(owner))
-    ip.add(D1, 1, TAG)
+    ip.add(D1, 1, TAG, username="carol")
+    ip.add(D2, 2, TAG, username="bob")
     ip.drive(submit_flow.submit_dataset(_req(), _ctx(), fresh=True), username="carol")
     bob = dataclasses.replace(_req(), extra={"username": "bob"})
     ip.drive(submit_flow.submit_dataset(bob, _ctx(), fresh=True), username="carol")
@@ -303,6 +313,24 @@ def test_a_known_request_is_resumed_not_resent(ip: IceProd) -> None:
     result = ip.drive(submit_flow.submit_dataset(_req(), _ctx(), resume_request_id="req0"))
     assert result == SubmitResult("req0", D1, 5, f"https://iceprod/dataset/{D1}", reattached=True)
     assert ip.sent == [("GET", "/actions/submit/req0")] * 2 + [("GET", f"/datasets/{D1}")]
+
+
+def test_a_resumed_request_is_polled_with_the_submits_interval_timeout_and_progress(ip: IceProd) -> None:
+    from airflow_provider_iceprod.exceptions import IceProdActionTimeoutError
+
+    seen: list[str] = []
+    ip.statuses = [{"status": "queued"}, {"status": "processing"}]
+    with pytest.raises(IceProdActionTimeoutError, match="still processing after 12 s"):
+        ip.drive(
+            submit_flow.submit_dataset(
+                _req(timeout=12),
+                _ctx(),
+                resume_request_id="req0",
+                on_progress=lambda r: seen.append(r.status),
+            )
+        )
+    assert ip.sleeps == [5.0, 5.0, 2.0] and seen == ["processing"]
+    assert ip.submits() == 0
 
 
 def test_a_resumed_request_that_completed_without_a_dataset_is_an_error(ip: IceProd) -> None:
@@ -384,7 +412,12 @@ def test_a_submit_still_pending_after_the_grace_stops_the_retry_without_sending(
         "queued or processing. It was not sent again (that could create a second dataset). A person must "
         f"check: look for a dataset whose description carries {TAG} "
     )
-    assert message.endswith("A longer reconcile_grace waits longer before asking.")
+    assert message.endswith(
+        f"check: look for a dataset whose description carries {TAG} (IceProd website, or "
+        "IceProdHook.find_dataset_by_marker); clear this task once it exists (the retry reattaches to "
+        "it), or once IceProd's queue is empty and none exists (the retry submits). A longer "
+        "reconcile_grace waits longer before asking."
+    )
     assert raised.value.path == "/actions/submit"
 
 
@@ -435,6 +468,7 @@ def test_a_lost_answer_is_reconciled_by_the_marker(ip: IceProd, caplog) -> None:
         "up to 60 s" in caplog.messages
     )
     assert ("GET", f"/config/{D1}") in ip.sent
+    assert not [m for m in caplog.messages if "has no config yet" in m]  # its config was there
 
 
 def test_a_reconciled_dataset_without_config_yet_is_still_the_result(ip: IceProd, caplog) -> None:
@@ -534,7 +568,7 @@ def test_a_low_level_lost_answer_looks_for_the_marker_only(ip: IceProd, caplog) 
     ip.sent.clear()
     ip.sleeps.clear()
     ip.fail[("POST", "/datasets")] = [_ambiguous()]
-    ip.add(D3, 3, TAG, config=False)
+    ip.add(D3, 30, TAG, config=False)
     result = ip.drive(
         submit_flow.submit_dataset(_req(low_level=True, reconcile_grace=10), _ctx(), fresh=True)
     )
@@ -565,3 +599,21 @@ def test_a_transient_failure_while_polling_for_the_marker_is_retried(ip: IceProd
         found = ip.drive(submit_flow._wait_for_marker(TAG, "alice", 10.0, _ctx()))
     assert found == D1 and ip.sleeps == [5.0]
     assert caplog.messages == [f"Looking up {TAG} failed (reset); trying again"]
+
+
+def test_the_marker_is_looked_for_until_the_very_end_of_the_grace(ip: IceProd) -> None:
+    assert ip.drive(submit_flow._wait_for_marker(TAG, "alice", 6.0, _ctx())) is None
+    assert ip.sleeps == [5.0, 1.0] and ip.sent.count(("GET", "/datasets")) == 3
+
+
+def test_reconciling_never_takes_another_users_dataset(ip: IceProd) -> None:
+    """``?users=`` is the caller: another user's dataset with the same marker (an older one) is not
+    this submit's."""
+    ip.add("b" * 32, 1, TAG, username="bob")
+    ip.fail[("POST", "/datasets")] = [_ambiguous()]
+    with pytest.raises(IceProdAmbiguousError, match="After 10 s no dataset carries"):
+        ip.drive(submit_flow.submit_dataset(_req(low_level=True, reconcile_grace=10), _ctx()))
+    ip.fail[("POST", "/actions/submit")] = [_ambiguous()]
+    with pytest.raises(IceProdAmbiguousError, match="After 10 s no dataset carries"):
+        ip.drive(submit_flow.submit_dataset(_req(reconcile_grace=10), _ctx()))
+    assert ip.drive(submit_flow._wait_for_marker(TAG, "alice", 0.0, _ctx())) is None
