@@ -619,3 +619,46 @@ def test_reconciling_never_takes_another_users_dataset(ip: IceProd) -> None:
     with pytest.raises(IceProdAmbiguousError, match="After 10 s no dataset carries"):
         ip.drive(submit_flow.submit_dataset(_req(reconcile_grace=10), _ctx()))
     assert ip.drive(submit_flow._wait_for_marker(TAG, "alice", 0.0, _ctx())) is None
+
+
+@pytest.mark.parametrize(
+    ("counts", "pending"),
+    [
+        ({"queued": 1, "processing": 2, "complete": 5}, 3),
+        ({"processing": 2, "error": 1}, 2),
+        ({"queued": 1}, 1),
+        ({"complete": 9}, 0),
+    ],
+)
+def test_pending_submits_are_the_queued_and_the_processing_ones(
+    ip: IceProd, counts: dict[str, int], pending: int
+) -> None:
+    ip.answer = lambda call: counts  # type: ignore[method-assign]
+    assert ip.drive(submit_flow._pending_submits()) == pending
+
+
+def test_a_new_submit_is_polled_with_its_timeout_and_reports_progress(ip: IceProd) -> None:
+    from airflow_provider_iceprod.exceptions import IceProdActionTimeoutError
+
+    seen: list[str] = []
+    ip.statuses = [{"status": "queued"}, {"status": "processing"}]
+    with pytest.raises(IceProdActionTimeoutError, match="still processing after 12 s"):
+        ip.drive(
+            submit_flow.submit_dataset(
+                _req(timeout=12), _ctx(), fresh=True, on_progress=lambda r: seen.append(r.status)
+            )
+        )
+    assert ip.sleeps == [5.0, 5.0, 2.0] and seen == ["queued", "processing"]
+    assert ip.submits() == 1
+
+
+def test_the_last_waits_of_a_grace_are_the_time_left(ip: IceProd) -> None:
+    ip.fail[("POST", "/actions/submit")] = [_ambiguous()]
+    with pytest.raises(IceProdAmbiguousError):
+        ip.drive(submit_flow.submit_dataset(_req(reconcile_grace=10.5), _ctx(), fresh=True))
+    assert ip.sleeps == [5.0, 5.0, 0.5]  # reconciling: the whole grace, to the end
+    ip.sleeps.clear()
+    ip.pending = [1]
+    with pytest.raises(IceProdUncertainError):
+        ip.drive(submit_flow.submit_dataset(_req(reconcile_grace=11), _ctx()))
+    assert ip.sleeps == [5.0, 5.0, 1.0]  # before a retry's submit: the whole grace too
