@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow_processes import login_args
 from distributed_cluster import (
-    BIN,
     POLL_INTERVAL,
     SCALE,
     SIZES,
@@ -117,19 +117,7 @@ def iceprod() -> Iterator[Any]:
 def login(cluster: DistributedAirflow, ip: Any) -> None:
     """``airflow-iceprod login`` (device flow, auto-approved) writes the connection into Postgres."""
     proc = subprocess.run(
-        [
-            str(BIN / "airflow-iceprod"),
-            "login",
-            "--conn-id",
-            "iceprod_default",
-            "--api-url",
-            ip.api_url,
-            "--oauth-url",
-            ip.issuer_url,
-            "--website-url",
-            ip.website_url,
-            "--no-qr",
-        ],
+        login_args(ip),
         env=cluster.env,
         capture_output=True,
         text=True,
