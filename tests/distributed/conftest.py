@@ -11,6 +11,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -147,9 +148,14 @@ class Api:
 
 
 @pytest.fixture(scope="module")
-def cluster(iceprod: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DistributedAirflow]:
-    base = tmp_path_factory.mktemp("distributed")
-    with distributed_airflow(base, extra_env={"ICEPROD_DIST_POLL_INTERVAL": str(POLL_INTERVAL)}) as c:
+def cluster(iceprod: Any) -> Iterator[DistributedAirflow]:
+    # Not under pytest's basetemp: any other pytest session of this user (a mutation run starts
+    # hundreds) prunes old basetemps, and Postgres shuts down at once when its data directory's lock
+    # file disappears ("the database system is shutting down" in the middle of a scenario).
+    with (
+        tempfile.TemporaryDirectory(prefix="iceprod-distributed-") as tmp,
+        distributed_airflow(Path(tmp), extra_env={"ICEPROD_DIST_POLL_INTERVAL": str(POLL_INTERVAL)}) as c,
+    ):
         login(c, iceprod)
         c.wait_dag_parsed(DAG_IDS)
         c.api = Api(c.api_port)
