@@ -192,14 +192,20 @@ def measure(calls: int, rounds: int) -> dict[str, Any]:
         results: dict[str, list[tuple[float, float, float]]] = {
             name: [] for name in ("sync_hook", "sync_bare", "async_hook", "async_bare", "threads_hook")
         }
+        connections = dict.fromkeys(results, 0)  # TCP connections the stand-in accepted, per client and mode
+        runs: dict[str, Callable[[], tuple[float, float, float]]] = {
+            "sync_hook": lambda: _sync_hook(hook, dataset_id, calls),
+            "sync_bare": lambda: _sync_bare(bare, path, calls),
+            "async_hook": lambda: _async_hook(IceProdHook(), dataset_id, calls),
+            "async_bare": lambda: _async_bare(bare, path, calls),
+            "threads_hook": lambda: _threads_hook(hook, dataset_id, calls),
+        }
         for _ in range(rounds):
-            results["sync_hook"].append(_sync_hook(hook, dataset_id, calls))
-            results["sync_bare"].append(_sync_bare(bare, path, calls))
-            results["async_hook"].append(_async_hook(IceProdHook(), dataset_id, calls))
-            results["async_bare"].append(_async_bare(bare, path, calls))
-            results["threads_hook"].append(_threads_hook(hook, dataset_id, calls))
+            for name, run in runs.items():
+                before = server.ask("connections")
+                results[name].append(run())
+                connections[name] += server.ask("connections") - before
         counters = server.ask("counters")
-        connections = server.ask("connections")
 
     rates = {name: statistics.median(r for r, _, _ in values) for name, values in results.items()}
     cpu = {name: statistics.median(c for _, c, _ in values) for name, values in results.items()}
@@ -248,8 +254,12 @@ def report(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"IceProd requests per call: {result['requests_per_call']:.2f} (both clients counted). "
-        f"TCP connections the stand-in accepted: {result['connections']} "
-        "(keep-alive: a few per pool, not one per call). "
+        "TCP connections the stand-in accepted per measurement, hook / bare: "
+        + ", ".join(
+            f"{mode} {result['connections'][h] / result['rounds']:.0f} / {result['connections'][b] / result['rounds']:.0f}"
+            for mode, (_, h, b) in MODES.items()
+        )
+        + f" ({result['calls']} calls each; the bare client's `request_seq` opens one per call). "
         f"Token grants in the benchmark process: {result['grants']} "
         "(the hooks of every round share one access token from the process-wide cache).",
         "",
