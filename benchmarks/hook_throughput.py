@@ -314,7 +314,8 @@ of a core one thread gets:
   share, rest-tools' 8 worker threads or `asyncio.to_thread`'s pool get several (the "waiting for a
   CPU" column; the bare client's figure also counts its own threads queueing for the client's one
   CPU). So the async ratio depends on how busy the machine is: in exploratory rounds it was 0.45-0.55
-  at load 12-14 (before the fix above), and 1.1-1.15 at load 3-4 (before and after it).
+  at load 12-14 (before the fix above), and 1.1-1.15 at load 3-4 with no process spinning on a CPU
+  (before and after it).
 * The pool size. With 4 connections (and 4 in flight) the pool's bookkeeping is cheaper (0.75-0.82 ms
   per call), with 16 dearer (1.1-1.24 ms); 8 was kept, since against a remote IceProd the calls in
   flight, not client CPU, bound the rate.
