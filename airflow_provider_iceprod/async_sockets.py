@@ -60,7 +60,7 @@ class _Stream:
         return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
 
     def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable" and self._sock is not None:
+        if info == "is_readable":
             return _readable(self._sock)
         return self._inner.get_extra_info(info)
 
