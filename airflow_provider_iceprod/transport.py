@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from airflow_provider_iceprod import __version__, async_sockets
+from airflow_provider_iceprod import __version__
 from airflow_provider_iceprod.exceptions import (
     IceProdAmbiguousError,
     IceProdConfigError,
@@ -82,12 +82,6 @@ def _client_options(pool_size: int) -> dict[str, Any]:
         "follow_redirects": False,
         "headers": {"User-Agent": USER_AGENT, "Accept": "application/json"},
     }
-
-
-def _new_async_client() -> httpx.AsyncClient:
-    client = httpx.AsyncClient(**_client_options(ASYNC_POOL_SIZE))  # env proxies honoured, as in sync
-    async_sockets.install(client)  # cheaper keep-alive checks in its pool (issue 15)
-    return client
 
 
 def _origin(url: str) -> str:
@@ -153,7 +147,7 @@ async def _async_slot(base_url: str, service: str) -> tuple[httpx.AsyncClient, a
             clients = _loop_clients[loop] = _LoopClients()
         client = clients.clients.get(key)
         if client is None or client.is_closed:
-            client = clients.clients[key] = _new_async_client()
+            client = clients.clients[key] = httpx.AsyncClient(**_client_options(ASYNC_POOL_SIZE))
         gate = clients.gates.get((*key, service))
         if gate is None:
             gate = clients.gates[(*key, service)] = asyncio.Semaphore(ASYNC_POOL_SIZE)

@@ -283,50 +283,58 @@ def report(result: dict[str, Any]) -> str:
 WHY_ASYNC_TRAILS = """\
 ### Why async trails threads
 
-Ruled out by measurement (issue 15, 2026-11-29):
+Ruled out by measurement (issue 15):
 
 * **Connection churn.** The loop's client keeps its connections: the stand-in accepts at most 8 TCP
   connections per event loop for any number of async calls (test:
-  `tests/unit/test_transport.py::test_concurrent_async_calls_share_a_few_keep_alive_connections`);
-  the pool limits equal the in-flight limit (8), so no request opens a connection of its own. (The
-  bare client's *sync* row is the one that opens a connection per call, which is why the hook's sync
-  row beats it.)
+  `tests/unit/test_transport.py::test_concurrent_async_calls_share_a_few_keep_alive_connections`),
+  and the pool limits equal the in-flight limit (8), so no request waits for or opens an extra
+  connection. (The bare client's *sync* row is the one that opens a connection per call, which is why
+  the hook's sync row beats it.)
 * **Nagle / delayed ACK.** anyio (httpx's async network layer), httpcore's sync backend and urllib3 all
   set `TCP_NODELAY`.
 * **Per-call work in the hook.** No client, transport or auth object is built per call, the loop's
   client is found without a lock, the first attempt builds no retry policy, the access token comes from
   the process-wide cache. A plain `httpx.AsyncClient` with the same limits and an 8-slot semaphore, no
-  hook code at all, measured the same rate and client CPU per call as the hook in the same runs.
+  hook code at all, measured the same rate and client CPU per call as the hook in the same runs
+  (1.1-1.4 ms per call both).
 
-The cause: **the async hook is bound by the CPU its event loop's one thread gets, not by latency.**
-schedstat shows that thread running or runnable 95-100% of the wall time in the async row: it hardly
-ever waits for the network. So the row's rate is set by the client CPU per request and by the share
-of a core one thread gets:
+The cause: **the async hook is bound by the CPU its event loop's one thread gets.** schedstat shows that
+thread running or runnable about 95-100% of the wall time in the async row: it never waits for the
+network. Each request costs about 1.1 ms of client CPU in httpx + httpcore + anyio, against about
+0.8 ms for `requests` in rest-tools' threads (cProfile: about 30% of the async path in httpcore's pool
+bookkeeping, which re-checks every idle connection's socket through anyio's extra-attribute lookup
+some 20 times per request; about 5% in httpx's cookie jar). On a busy machine the difference grows:
+the kernel shares a core among runnable threads, so one loop thread gets one share while rest-tools'
+8 worker threads, or `asyncio.to_thread`'s pool, get several (the "waiting for a CPU" column). In
+exploratory runs at load 6 the async hook reached 0.95 of the bare client; at load 12-14, 0.45-0.55.
 
 * CPU per request. cProfile put about 30% of the async path in httpcore's pool bookkeeping, which
   asks every idle connection whether the server closed it some 20 times per request; over anyio each
-  answer looked the socket up through anyio's typed attributes (a dict of accessors built per lookup).
-  Fixed: the async pool's streams remember their socket (`airflow_provider_iceprod/async_sockets.py`).
-  In the same runs (load 3-4), client CPU per async call went from 1.01-1.13 ms to 0.84-0.99 ms. What
-  is left is httpx + httpcore + anyio + h11 themselves (about 0.85-1.0 ms against about 0.8 ms for
-  `requests` in rest-tools' threads; httpx's cookie jar is about 3%).
+  answer looks the socket up through anyio's typed attributes (a dict of accessors built per lookup).
+  The rest is httpx + httpcore + anyio + h11 themselves (about 1.0-1.1 ms per call against about
+  0.8 ms for `requests` in rest-tools' threads; httpx's cookie jar is about 3%).
 * A core's share. The kernel shares a core among runnable threads: the loop's one thread gets one
   share, rest-tools' 8 worker threads or `asyncio.to_thread`'s pool get several (the "waiting for a
   CPU" column; the bare client's figure also counts its own threads queueing for the client's one
   CPU). So the async ratio depends on how busy the machine is: in exploratory rounds it was 0.45-0.55
-  at load 12-14 (before the fix above), and 1.1-1.15 at load 3-4 with no process spinning on a CPU
-  (before and after it).
+  at load 12-14, and 1.1-1.15 at load 3-4 with no process spinning on a CPU.
 * The pool size. With 4 connections (and 4 in flight) the pool's bookkeeping is cheaper (0.75-0.82 ms
   per call), with 16 dearer (1.1-1.24 ms); 8 was kept, since against a remote IceProd the calls in
   flight, not client CPU, bound the rate.
 
-Not done: making the thread-backed path (third row) what async callers get. The issue allows it, and
-it wins on a busy machine, but it gives up two contracts: a cancelled call (a trigger cancelled or
-timing out) could not stop its thread, which would finish the request and keep retrying with backoff
-for up to the retry policy's whole budget; and every call in flight, including one sleeping between
-retries, holds one of the default executor's `min(32, CPUs + 4)` threads, which the triggerer shares
-among all triggers. That is left as a decision for the project; async code that wants it today can call
-the sync hook via `asyncio.to_thread` itself.
+Options measured and not taken:
+
+* Caching each connection's socket for httpcore's readability check saves about 0.1 ms per call
+  (about 10%), but needs replacing private attributes of httpx's transport and importing httpcore
+  directly: not worth the coupling.
+* Making the thread-backed path (third row) what async callers get would win on a busy machine, and
+  the issue allows it, but it gives up two contracts: a cancelled call (a trigger being cancelled or
+  timing out) could not stop its thread, which would finish the request and keep retrying with
+  backoff for up to the retry policy's whole budget; and every call in flight, including one sleeping
+  between retries, holds one of the default executor's `min(32, CPUs + 4)` threads, which the
+  triggerer shares among all triggers. It is left as a decision for the project, not made here; async
+  code that wants it today can call the sync hook via `asyncio.to_thread` itself.
 """
 
 
