@@ -7,7 +7,10 @@ Three things set it apart from a task's calls:
 * Airflow's api-server tests a copy of the connection under a temporary random id (8 letters and
   digits, exported as ``AIRFLOW_CONN_<ID>``), so messages must not name that id or suggest a login
   command for it;
-* every failure names the URL that failed.
+* every failure names the URL that failed;
+* the temporary id has no token state of its own: with single-use refresh tokens the stored login may
+  have rotated long ago, so the test uses (and updates) the token state of the stored connection it
+  is a copy of (found in the metadata DB by its refresh token; the api-server is a server process).
 """
 
 from __future__ import annotations
@@ -53,6 +56,38 @@ def _with_url(exc: BaseException, api_url: str) -> str:
     return f"{api_url}{exc.path}: {message}"
 
 
+def saved_connection_id(refresh_token: str, temporary_id: str) -> str | None:
+    """The stored ``iceprod`` connection with this login (refresh token), or None (not in the DB)."""
+    from airflow.models import Connection
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        for conn in session.scalars(select(Connection).where(Connection.conn_type == "iceprod")):
+            try:
+                extra = conn.extra_dejson
+            except Exception:  # a broken extra is not the one under test
+                continue
+            if conn.conn_id != temporary_id and extra.get("refresh_token") == refresh_token:
+                return str(conn.conn_id)
+    return None
+
+
+def _share_the_saved_connections_tokens(probe: IceProdHook) -> None:
+    """Point a temporary copy's token state at the stored connection's (see the module docstring)."""
+    from airflow_provider_iceprod.auth.state import default_state_store, in_server_context
+
+    settings = probe.settings
+    if settings.credential_kind != "refresh_token" or not settings.refresh_token or not in_server_context():
+        return
+    try:
+        saved = saved_connection_id(settings.refresh_token, settings.conn_id)
+    except Exception:  # no DB here after all: test with the copy alone
+        return
+    if saved is not None:
+        probe.token_provider.state_store = default_state_store(saved, settings.oauth_url, settings.client_id)
+
+
 def run_connection_test(hook: IceProdHook) -> tuple[bool, str]:
     """``(True, "Authenticated as <user> (<groups>)")`` or ``(False, why, naming the URL)``."""
     from airflow_provider_iceprod.api import flows
@@ -63,6 +98,8 @@ def run_connection_test(hook: IceProdHook) -> tuple[bool, str]:
     api_url = "the IceProd API"
     try:
         api_url = probe.settings.api_url
+        if is_temporary_conn_id(conn_id):
+            _share_the_saved_connections_tokens(probe)
         return True, probe._run(flows.connection_check)
     except Exception as exc:
         message = _with_url(exc, api_url)

@@ -119,12 +119,18 @@ class Counters:
 
     ``grants`` counts tokens issued (``refresh_token``, ``client_credentials``, ``device_code``);
     ``grant_requests`` counts every token-endpoint request per grant type, failed ones included.
+    ``connections`` counts TCP connections the server accepted (keep-alive reuse shows as few).
     """
 
     routes: Counter[str] = field(default_factory=Counter)
     grants: Counter[str] = field(default_factory=Counter)
     grant_requests: Counter[str] = field(default_factory=Counter)
+    connections: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def accepted(self) -> None:
+        with self._lock:
+            self.connections += 1
 
     def hit(self, route: str) -> None:
         with self._lock:
@@ -165,3 +171,4 @@ class Counters:
             self.routes.clear()
             self.grants.clear()
             self.grant_requests.clear()
+            self.connections = 0

@@ -279,7 +279,14 @@ class LocalIceProd(ClientAccess):
                     default_handler_args={"ctx": self._ctx},
                     log_function=lambda handler: None,
                 )
-                http = tornado.httpserver.HTTPServer(app)
+                counters = self.counters
+
+                class CountingServer(tornado.httpserver.HTTPServer):
+                    def handle_stream(self, stream: Any, address: Any) -> None:
+                        counters.accepted()
+                        super().handle_stream(stream, address)
+
+                http = CountingServer(app)
                 http.add_sockets(sockets)
                 tick = tornado.ioloop.PeriodicCallback(self._tick, self.grid_tick * 1000)
                 tick.start()

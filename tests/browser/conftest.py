@@ -13,21 +13,24 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from airflow_processes import (
+    BIN,
+    free_port,
+    login_args,
+    run_checked,
+    start_api_server,
+    stop_group,
+    wait_api_server,
+)
 
 from airflow_provider_iceprod.testing import LocalIceProd
 
-BIN = Path(sys.executable).parent
 CONN_ID = "iceprod_default"
 DAG_ID = "iceprod_submit_and_wait"
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -43,45 +46,6 @@ def chromium_path() -> str | None:
         if found:
             return found
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"api-server exited early with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"api-server not healthy after {timeout} s")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
-def _run(args: list[str], env: dict[str, str], timeout: float = 180) -> str:
-    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, (
-        f"{args[:2]} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    )
-    return proc.stdout
 
 
 _RUN_DAG = """
@@ -117,7 +81,7 @@ def airflow_ui(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> It
             + "). `make test` installs Debian's `chromium` package via scripts/install_browser.sh; "
             "where apt-get cannot, set ICEPROD_CHROMIUM to a Chromium binary."
         )
-    port = _free_port()
+    port = free_port()
     log_dir = tmp_path_factory.mktemp("browser-logs")
     env = {
         k: v
@@ -140,38 +104,18 @@ def airflow_ui(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         if not k.startswith("AIRFLOW_CONN_")
     }
     with LocalIceProd(auto_approve_as="alice", task_duration=0.2, materialize_interval=0.2) as ip:
-        _run(
-            [
-                str(BIN / "airflow-iceprod"),
-                "login",
-                "--conn-id",
-                CONN_ID,
-                "--api-url",
-                ip.api_url,
-                "--oauth-url",
-                ip.issuer_url,
-                "--website-url",
-                ip.website_url,
-                "--no-qr",
-            ],
-            env,
+        run_checked(login_args(ip, CONN_ID), env)
+        out = run_checked(
+            [sys.executable, "-c", _RUN_DAG, env["AIRFLOW__CORE__DAGS_FOLDER"], DAG_ID], env, 240
         )
-        out = _run([sys.executable, "-c", _RUN_DAG, env["AIRFLOW__CORE__DAGS_FOLDER"], DAG_ID], env, 240)
         line = next(ln for ln in out.splitlines() if ln.startswith("DAG_RUN="))
         state, run_id = line.removeprefix("DAG_RUN=").split(" ", 1)
         assert state == "success", out[-4000:]
         [dataset] = ip.datasets()
         log_path = log_dir / "api-server.log"
-        with log_path.open("wb") as api_log:
-            api = subprocess.Popen(
-                [str(BIN / "airflow"), "api-server", "-H", "127.0.0.1", "-p", str(port), "-w", "1"],
-                env=env,
-                stdout=api_log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        api = start_api_server(port, env, log_path)
         try:
-            _wait_healthy(f"http://127.0.0.1:{port}/api/v2/monitor/health", api, timeout=120)
+            wait_api_server(port, api)
             yield AirflowUI(
                 url=f"http://127.0.0.1:{port}",
                 iceprod=ip,
@@ -181,7 +125,7 @@ def airflow_ui(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> It
                 log=log_path,
             )
         finally:
-            _stop(api)
+            stop_group(api)
 
 
 @pytest.fixture(scope="module")

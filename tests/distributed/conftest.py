@@ -11,6 +11,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow_processes import login_args
 from distributed_cluster import (
-    BIN,
     POLL_INTERVAL,
     SCALE,
     SIZES,
@@ -117,19 +118,7 @@ def iceprod() -> Iterator[Any]:
 def login(cluster: DistributedAirflow, ip: Any) -> None:
     """``airflow-iceprod login`` (device flow, auto-approved) writes the connection into Postgres."""
     proc = subprocess.run(
-        [
-            str(BIN / "airflow-iceprod"),
-            "login",
-            "--conn-id",
-            "iceprod_default",
-            "--api-url",
-            ip.api_url,
-            "--oauth-url",
-            ip.issuer_url,
-            "--website-url",
-            ip.website_url,
-            "--no-qr",
-        ],
+        login_args(ip),
         env=cluster.env,
         capture_output=True,
         text=True,
@@ -159,9 +148,14 @@ class Api:
 
 
 @pytest.fixture(scope="module")
-def cluster(iceprod: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DistributedAirflow]:
-    base = tmp_path_factory.mktemp("distributed")
-    with distributed_airflow(base, extra_env={"ICEPROD_DIST_POLL_INTERVAL": str(POLL_INTERVAL)}) as c:
+def cluster(iceprod: Any) -> Iterator[DistributedAirflow]:
+    # Not under pytest's basetemp: any other pytest session of this user (a mutation run starts
+    # hundreds) prunes old basetemps, and Postgres shuts down at once when its data directory's lock
+    # file disappears ("the database system is shutting down" in the middle of a scenario).
+    with (
+        tempfile.TemporaryDirectory(prefix="iceprod-distributed-") as tmp,
+        distributed_airflow(Path(tmp), extra_env={"ICEPROD_DIST_POLL_INTERVAL": str(POLL_INTERVAL)}) as c,
+    ):
         login(c, iceprod)
         c.wait_dag_parsed(DAG_IDS)
         c.api = Api(c.api_port)

@@ -15,22 +15,20 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
+from airflow_processes import BIN, free_port, wait_healthy
 
 from airflow_provider_iceprod.auth.tokens import DEFAULT_LEAD_TIME, MAX_LEAD_FRACTION
 
-BIN = Path(sys.executable).parent
 HERE = Path(__file__).resolve().parent
 DAGS = HERE / "dags"
 
@@ -48,12 +46,6 @@ SIZES: dict[str, dict[str, int]] = {
 TOKEN_LIFETIME = 8
 REFRESH_PERIOD = TOKEN_LIFETIME - min(DEFAULT_LEAD_TIME, MAX_LEAD_FRACTION * TOKEN_LIFETIME)
 POLL_INTERVAL = 3.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def postgres_bin() -> Path:
@@ -420,20 +412,6 @@ class DistributedAirflow:
         self.pg.stop()
 
 
-def _wait_http(url: str, svc: Service, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not svc.alive():
-            raise RuntimeError(f"{svc.name} exited early:\n{svc.log_path.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"{svc.name} not healthy after {timeout} s")
-
-
 @contextlib.contextmanager
 def distributed_airflow(
     base: Path,
@@ -544,7 +522,13 @@ def distributed_airflow(
                 ],
                 host=True,
             )
-        _wait_http(f"http://127.0.0.1:{api_port}/api/v2/monitor/health", api, timeout=180)
+        wait_healthy(
+            f"http://127.0.0.1:{api_port}/api/v2/monitor/health",
+            api.alive,
+            api.name,
+            180,
+            lambda: ":\n" + api.log_path.read_text()[-4000:],
+        )
         yield cluster
     finally:
         cluster.stop()

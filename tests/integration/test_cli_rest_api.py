@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,17 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from airflow_processes import free_port, start_api_server
 
 from airflow_provider_iceprod.testing import LocalIceProd
 
 BIN = Path(sys.executable).parent
 pytestmark = [pytest.mark.production, pytest.mark.timeout(300)]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +29,7 @@ def api_server(
     home = tmp_path_factory.mktemp("api-server")
     passwords = home / "passwords.json"
     passwords.write_text(json.dumps({"admin": "s3cret-admin-pw"}))
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
     env.update(
         {
@@ -47,14 +41,7 @@ def api_server(
             "AIRFLOW__API__PORT": str(port),
         }
     )
-    log = (home / "api-server.log").open("wb")
-    proc = subprocess.Popen(
-        [str(BIN / "airflow"), "api-server", "-H", "127.0.0.1", "-p", str(port), "-w", "1"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc = start_api_server(port, env, home / "api-server.log")
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow_processes import free_port
 
 from airflow_provider_iceprod.testing import LocalIceProd
 
@@ -35,12 +35,6 @@ TRAYS = [{"modules": [{"src": "/usr/bin/true"}]}]
 ONE_TASK = {"version": 3.2, "tasks": [{"name": "generate", "trays": TRAYS}]}
 
 pytestmark = [pytest.mark.production, pytest.mark.timeout(600)]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _until(predicate: Callable[[], Any], timeout: float, what: str, logs: Callable[[], str]) -> Any:
@@ -62,7 +56,7 @@ class Cluster:
         dags = home / "dags"
         dags.mkdir()
         (dags / EXAMPLE.name).symlink_to(EXAMPLE)
-        self.port = _free_port()
+        self.port = free_port()
         bundle = {"name": "events-e2e", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle"}
         self.env = {
             **os.environ,

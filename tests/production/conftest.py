@@ -8,25 +8,14 @@ and cannot touch the ORM; deferred tasks run in the real triggerer. This catches
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from airflow_processes import BIN, free_port, start_api_server, start_service, stop_group, wait_api_server
 
 
 @dataclass
@@ -67,34 +56,9 @@ class AirflowCluster:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"api-server exited early with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"api-server not healthy after {timeout} s")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def airflow_cluster(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowCluster]:
-    port = _free_port()
+    port = free_port()
     log_dir = tmp_path_factory.mktemp("cluster-logs")
     env = {
         **os.environ,
@@ -112,27 +76,11 @@ def airflow_cluster(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) 
     }
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        api_log = (log_dir / "api-server.log").open("wb")
-        api = subprocess.Popen(
-            [str(BIN / "airflow"), "api-server", "-H", "127.0.0.1", "-p", str(port), "-w", "1"],
-            env=env,
-            stdout=api_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        api = start_api_server(port, env, log_dir / "api-server.log")
         procs.append(api)
-        trig_log = (log_dir / "triggerer.log").open("wb")
-        procs.append(
-            subprocess.Popen(
-                [str(BIN / "airflow"), "triggerer", "--skip-serve-logs"],
-                env=env,
-                stdout=trig_log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-        _wait_healthy(f"http://127.0.0.1:{port}/api/v2/monitor/health", api, timeout=120)
+        procs.append(start_service(["triggerer", "--skip-serve-logs"], env, log_dir / "triggerer.log"))
+        wait_api_server(port, api)
         yield AirflowCluster(env=env, api_url=f"http://127.0.0.1:{port}", log_dir=log_dir)
     finally:
         for proc in procs:
-            _stop(proc)
+            stop_group(proc)

@@ -10,33 +10,18 @@ reaches a log file.
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from airflow_processes import login_args
 
 from airflow_provider_iceprod.testing import LocalIceProd
-
-BIN = Path(sys.executable).parent
 
 pytestmark = [pytest.mark.production, pytest.mark.timeout(420)]
 
 
 def _login_into_metadata_db(ip: LocalIceProd, env: dict[str, str]) -> None:
     proc = subprocess.run(
-        [
-            str(BIN / "airflow-iceprod"),
-            "login",
-            "--conn-id",
-            "iceprod_default",
-            "--api-url",
-            ip.api_url,
-            "--oauth-url",
-            ip.issuer_url,
-            "--website-url",
-            ip.website_url,
-            "--no-qr",
-        ],
+        login_args(ip),
         env=env,
         capture_output=True,
         text=True,

@@ -86,3 +86,50 @@ def test_refused_issuer_names_the_discovery_url(iceprod_server: LocalIceProd, mo
     assert not ok
     assert f"{closed}/.well-known/openid-configuration" in message
     assert "gave up after" not in message  # one attempt, no retries
+
+
+def test_test_button_on_a_rotated_login_uses_the_stored_connections_token_state(
+    airflow_db, monkeypatch, tmp_path
+) -> None:
+    """Single-use refresh tokens: tasks rotated the login long ago, then someone presses Test.
+
+    Airflow tests a copy under a temporary id; the copy holds the stored (spent) login token. The test
+    must use the stored connection's token state, and the login must keep working afterwards.
+    """
+    from airflow.models import Connection, Variable
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete
+
+    from airflow_provider_iceprod.auth.cache import TOKEN_CACHE
+    from airflow_provider_iceprod.auth.state import variable_name
+    from airflow_provider_iceprod.auth.state_stores import DbTokenStateStore
+
+    conn_id = "iceprod_rotated"
+    monkeypatch.setenv("_AIRFLOW_PROCESS_CONTEXT", "server")  # the api-server and the CLI are
+    with LocalIceProd(rotate_refresh_tokens=True, materialize_interval=None) as ip:
+        login = ip.issue_refresh_token("alice")
+        extra = json.dumps(ip.connection_extra(login))
+        with create_session() as session:
+            session.execute(delete(Connection).where(Connection.conn_id == conn_id))
+            session.execute(delete(Variable).where(Variable.key == variable_name(conn_id)))
+        with create_session() as session:
+            session.add(Connection(conn_id=conn_id, conn_type="iceprod", host=ip.api_url, extra=extra))
+
+        def new_host() -> None:  # nothing in memory, no file copy: only what the DB holds
+            TOKEN_CACHE.clear()
+            monkeypatch.setenv("AIRFLOW_ICEPROD_STATE_DIR", str(tmp_path / f"state-{time.monotonic()}"))
+
+        new_host()
+        IceProdHook(conn_id).whoami()  # a task rotates the login token: the stored one is spent now
+        rotated = DbTokenStateStore(conn_id).load()
+        assert rotated is not None and not ip.refresh_token_is_valid(login)
+
+        new_host()
+        copy = {"conn_type": "iceprod", "host": ip.api_url, "extra": json.loads(extra)}
+        _set_conn(monkeypatch, TEMP_ID, copy)  # what the api-server does with the stored connection
+        ok, message = IceProdHook(TEMP_ID).test_connection()
+        assert ok, message
+        # nothing was stored under the temporary id, and the login still works for the next task
+        assert DbTokenStateStore(TEMP_ID).load() is None
+        new_host()
+        assert IceProdHook(conn_id).whoami().username == "alice"

@@ -96,3 +96,29 @@ def test_a_call_that_succeeds_at_once_builds_no_retry_policy_and_a_failed_one_st
     assert asyncio.run(hook.aget_dataset(dataset_id)).dataset_id == dataset_id
     assert ip.counters.get("GET /datasets/{dataset_id}") == 6
     assert built == {"sync": 1, "async": 1}
+
+
+def test_concurrent_async_calls_share_a_few_keep_alive_connections(ip) -> None:
+    """Issue 15: 300 concurrent async calls wait at the in-flight gate and reuse the loop's pool
+    (at most ``ASYNC_POOL_SIZE`` connections, counted by the stand-in), never a connection per call."""
+    from airflow_provider_iceprod.transport import ASYNC_POOL_SIZE
+
+    dataset_id = ip.create_dataset({"version": 3.2, "tasks": []}, description="pool")
+    hook = IceProdHook(retry_delay=0.01)
+    hook.get_dataset(dataset_id)  # the token, outside the count
+    ip.reset_counters()
+
+    async def calls() -> None:
+        for _ in range(3):
+            results = await asyncio.gather(*(hook.aget_dataset(dataset_id) for _ in range(100)))
+            assert {r.dataset_id for r in results} == {dataset_id}
+
+    asyncio.run(calls())
+    assert ip.counters.get("GET /datasets/{dataset_id}") == 300
+    assert 1 <= ip.counters.connections <= ASYNC_POOL_SIZE
+
+    ip.reset_counters()
+    for _ in range(50):
+        hook.get_dataset(dataset_id)
+    assert ip.counters.get("GET /datasets/{dataset_id}") == 50
+    assert ip.counters.connections <= 1  # one keep-alive connection (already open after the warm-up)

@@ -50,6 +50,16 @@ def test_rotation_is_saved_to_the_overlay_before_use(rotating_idp: LocalIceProd)
     assert store.saves == 4
 
 
+def login(ip: LocalIceProd) -> tuple[ConnectionSettings, MemoryTokenStateStore]:
+    """A connection logged in as alice, and an empty overlay shared by every "process" of the test."""
+    return settings_for(ip, ip.issue_refresh_token("alice")), MemoryTokenStateStore()
+
+
+def another_process(settings: ConnectionSettings, store: MemoryTokenStateStore) -> TokenProvider:
+    """A new process: its own token cache, the same connection and overlay."""
+    return TokenProvider(settings, retry=FAST_RETRY, state_store=store, cache=TokenCache())
+
+
 def without_access(store: MemoryTokenStateStore) -> MemoryTokenStateStore:
     """The same overlay with no shared access token (one saved before sharing, or an expired one)."""
     assert store.state is not None
@@ -58,8 +68,7 @@ def without_access(store: MemoryTokenStateStore) -> MemoryTokenStateStore:
 
 def test_a_new_process_prefers_the_newer_overlay(rotating_idp: LocalIceProd) -> None:
     ip = rotating_idp
-    settings = settings_for(ip, ip.issue_refresh_token("alice"))
-    store = MemoryTokenStateStore()
+    settings, store = login(ip)
     TokenProvider(settings, retry=FAST_RETRY, state_store=store).get_token()
     # "another process": its own cache, the same connection (spent base token) and overlay
     other = TokenProvider(settings, retry=FAST_RETRY, state_store=without_access(store), cache=TokenCache())
@@ -72,14 +81,11 @@ def test_a_new_process_takes_over_the_fresh_shared_access_token(rotating_idp: Lo
     from airflow.sdk._shared.secrets_masker import redact
 
     ip = rotating_idp
-    settings = settings_for(ip, ip.issue_refresh_token("alice"))
-    store = MemoryTokenStateStore()
+    settings, store = login(ip)
     first = TokenProvider(settings, retry=FAST_RETRY, state_store=store).get_token()
     assert store.state is not None and store.state.access_token == first
     # a burst of new task processes: each its own cache, all one overlay
-    others = [
-        TokenProvider(settings, retry=FAST_RETRY, state_store=store, cache=TokenCache()) for _ in range(8)
-    ]
+    others = [another_process(settings, store) for _ in range(8)]
     assert {p.get_token() for p in others} == {first}
     assert ip.counters.grant_requests["refresh_token"] == 1  # one grant for nine processes
     entry = others[0]._cache.entry(others[0].key)
@@ -94,8 +100,7 @@ def test_a_new_process_takes_over_the_fresh_shared_access_token(rotating_idp: Lo
 
 def test_an_invalidated_token_is_not_taken_over_again(rotating_idp: LocalIceProd) -> None:
     ip = rotating_idp
-    settings = settings_for(ip, ip.issue_refresh_token("alice"))
-    store = MemoryTokenStateStore()
+    settings, store = login(ip)
     p = TokenProvider(settings, retry=FAST_RETRY, state_store=store)
     rejected = p.get_token()
     p.invalidate()  # the API said "authentication failed" to it (rest-tools client path)
@@ -105,10 +110,9 @@ def test_an_invalidated_token_is_not_taken_over_again(rotating_idp: LocalIceProd
 
 def test_a_forced_refresh_never_takes_over_the_shared_token(rotating_idp: LocalIceProd) -> None:
     ip = rotating_idp
-    settings = settings_for(ip, ip.issue_refresh_token("alice"))
-    store = MemoryTokenStateStore()
+    settings, store = login(ip)
     rejected = TokenProvider(settings, retry=FAST_RETRY, state_store=store).get_token()
-    other = TokenProvider(settings, retry=FAST_RETRY, state_store=store, cache=TokenCache())
+    other = another_process(settings, store)
     assert other.get_token(force_refresh=True) != rejected  # the API said no to it: get a new one
     assert ip.counters.grants["refresh_token"] == 2
 
@@ -116,23 +120,21 @@ def test_a_forced_refresh_never_takes_over_the_shared_token(rotating_idp: LocalI
 @pytest.mark.parametrize("left", [-10.0, 30.0])  # expired; inside its lead time (300 s tokens: 75 s)
 def test_a_shared_token_that_is_not_fresh_is_not_taken_over(rotating_idp: LocalIceProd, left: float) -> None:
     ip = rotating_idp
-    settings = settings_for(ip, ip.issue_refresh_token("alice"))
-    store = MemoryTokenStateStore()
+    settings, store = login(ip)
     shared = TokenProvider(settings, retry=FAST_RETRY, state_store=store).get_token()
     assert store.state is not None
     now = time.time()
     store.state = dataclasses.replace(
         store.state, access_expires_at=now + left, access_obtained_at=now + left - 300
     )
-    other = TokenProvider(settings, retry=FAST_RETRY, state_store=store, cache=TokenCache())
+    other = another_process(settings, store)
     assert other.get_token() != shared
     assert ip.counters.grants["refresh_token"] == 2
 
 
 def test_an_older_overlay_than_this_process_holds_is_not_taken_over(rotating_idp: LocalIceProd) -> None:
     ip = rotating_idp
-    settings = settings_for(ip, ip.issue_refresh_token("alice"))
-    store = MemoryTokenStateStore()
+    settings, store = login(ip)
     p = TokenProvider(settings, retry=FAST_RETRY, state_store=store)
     p.get_token()
     old = store.state
