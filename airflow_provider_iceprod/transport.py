@@ -30,6 +30,7 @@ from airflow_provider_iceprod.exceptions import (
     IceProdTransientError,
     IceProdValidationError,
 )
+from airflow_provider_iceprod.json_chunks import aloads
 from airflow_provider_iceprod.loop_guard import refuse_running_loop
 from airflow_provider_iceprod.retry import RetrySettings, aretrying, mark_final, parse_retry_after, retrying
 
@@ -52,6 +53,8 @@ PERMISSION_NOTE = "for non-admin tokens IceProd also answers 403 for a dataset t
 #: every request) cost client CPU, so concurrent calls wait at a semaphore for a keep-alive connection.
 SYNC_POOL_SIZE = 64
 ASYNC_POOL_SIZE = 8
+#: Successful answers longer than this (bytes) are decoded in steps by the async path.
+LARGE_ANSWER = 256 * 1024
 
 _clients_lock = threading.Lock()
 _sync_clients: dict[tuple[int, str], httpx.Client] = {}
@@ -63,6 +66,8 @@ class _LoopClients:
     def __init__(self) -> None:
         self.clients: dict[tuple[int, str], httpx.AsyncClient] = {}
         self.gates: dict[tuple[int, str, str], asyncio.Semaphore] = {}
+        #: clients being built (in a thread), shared by the callers that arrive meanwhile
+        self.building: dict[tuple[int, str], asyncio.Task[httpx.AsyncClient]] = {}
         self.closer_started = False
         # Only for loops that take no attributes (the closer refers to its loop: kept here, it
         # would keep this WeakKeyDictionary entry alive until the loop shuts down).
@@ -146,8 +151,24 @@ async def _async_slot(base_url: str, service: str) -> tuple[httpx.AsyncClient, a
         if clients is None:
             clients = _loop_clients[loop] = _LoopClients()
         client = clients.clients.get(key)
+        building = None
         if client is None or client.is_closed:
-            client = clients.clients[key] = httpx.AsyncClient(**_client_options(ASYNC_POOL_SIZE))
+            building = clients.building.get(key)
+            if building is None:  # built in a thread: httpx builds its SSL context then (10-20 ms)
+                building = clients.building[key] = loop.create_task(
+                    asyncio.to_thread(httpx.AsyncClient, **_client_options(ASYNC_POOL_SIZE))
+                )
+    if building is not None:
+        try:
+            await asyncio.shield(building)
+        finally:  # the first caller back installs it (a failed build is tried again next time)
+            with _clients_lock:
+                if building.done() and clients.building.get(key) is building:
+                    del clients.building[key]
+                    if not building.cancelled() and building.exception() is None:
+                        clients.clients[key] = building.result()
+    with _clients_lock:
+        client = clients.clients[key]
         gate = clients.gates.get((*key, service))
         if gate is None:
             gate = clients.gates[(*key, service)] = asyncio.Semaphore(ASYNC_POOL_SIZE)
@@ -300,6 +321,11 @@ class Transport:
                 response = await client.send(request, auth=self.auth)
         except httpx.HTTPError as exc:
             raise self._transport_error(request, idempotent, exc) from exc
+        if 200 <= response.status_code < 300 and len(response.content) > LARGE_ANSWER:
+            try:  # a long list (thousands of datasets): decoded in steps, the loop runs between them
+                return await aloads(response.text)
+            except ValueError:
+                return response.text
         return self._interpret(request, idempotent, response)
 
     # Building requests and reading answers -------------------------------------------------------

@@ -150,6 +150,12 @@ async def _child_main(
     from airflow_provider_iceprod.triggers import poller as poller_module
 
     loop = asyncio.get_running_loop()
+    watch = None
+    if os.environ.get("ICEPROD_BENCH_SLOW_MS"):  # diagnostics: sample the code that blocks the loop
+        from _blockwatch import BlockWatch
+
+        watch = BlockWatch(float(os.environ["ICEPROD_BENCH_SLOW_MS"]))
+        watch.start()
     probe = Probe()
     probe.measuring = True
     probe.start()
@@ -217,6 +223,8 @@ async def _child_main(
         finish = loop.time() - finish_start
         finish_ticks = pollers[0].ticks - finish_ticks if pollers else 0
     probe.stop()
+    if watch is not None:
+        watch.report()
     pipe.send(
         (
             "done",

@@ -18,6 +18,7 @@ from airflow.sdk import BaseHook
 from airflow_provider_iceprod.api import checks, flows
 from airflow_provider_iceprod.api.calls import ACTIONS, API, Call
 from airflow_provider_iceprod.api.flows import Flow, FlowContext, NeedIdentity, Run, Sleep, Step
+from airflow_provider_iceprod.async_warmup import warm_async_path
 from airflow_provider_iceprod.exceptions import IceProdConfigError, IceProdError
 from airflow_provider_iceprod.retry import RetrySettings
 from airflow_provider_iceprod.settings import ConnectionSettings
@@ -105,6 +106,7 @@ class HookDriver(BaseHook):
             lock = self._settings_locks[loop] = asyncio.Lock()
         async with lock:
             if "settings" not in self.__dict__:
+                await warm_async_path()  # the lazy imports of the async path, in a thread
                 conn, extra = await self._aread_connection()
                 self.__dict__["settings"] = ConnectionSettings.from_connection(conn, extra)
         return self.__dict__["settings"]

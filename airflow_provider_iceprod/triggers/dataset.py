@@ -6,14 +6,13 @@ dataset with about one request per interval, and decides with the same pure logi
 (:func:`airflow_provider_iceprod.waiting.evaluate`). It yields exactly one event and returns.
 
 Importing this module is cheap, and so is building a trigger: the hook (httpx, tenacity, ...) is
-imported in ``run()``, in a worker thread, so the import never blocks the triggerer's event loop.
+imported in ``run()``, in a worker thread (:mod:`~airflow_provider_iceprod.async_warmup`), so the
+import never blocks the triggerer's event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
-import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from functools import cached_property
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_iceprod.async_warmup import warm_async_path
 from airflow_provider_iceprod.exceptions import (
     IceProdNotFoundError,
     IceProdPermissionError,
@@ -28,6 +28,7 @@ from airflow_provider_iceprod.exceptions import (
 )
 from airflow_provider_iceprod.failure_logs import FAILED_OUTCOMES, alog_failed_task_logs
 from airflow_provider_iceprod.hook_params import check_hook_params, plain_hook_params
+from airflow_provider_iceprod.triggers.admission import admit
 from airflow_provider_iceprod.version_compat import AIRFLOW_V_3_3_PLUS
 from airflow_provider_iceprod.wait_loop import COUNTS_FINAL
 from airflow_provider_iceprod.waiting import (
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
     from airflow_provider_iceprod.hooks.iceprod import IceProdHook
 
 CLASSPATH = "airflow_provider_iceprod.triggers.dataset.IceProdDatasetTrigger"
-HOOK_MODULE = "airflow_provider_iceprod.hooks.iceprod"
 #: Bound on the suspend request made by ``on_kill`` (Airflow allows 30 s by default).
 ON_KILL_TIMEOUT = 25.0
 #: How often ``on_kill`` checks its suspend request (IceProd's actions finish in seconds).
@@ -134,10 +134,8 @@ class IceProdDatasetTrigger(BaseTrigger):
         yield TriggerEvent(event)
 
     async def _wait(self) -> dict[str, Any]:
-        from airflow_provider_iceprod.triggers.admission import admit
-
         await admit()  # a burst of new waits starts a batch per pass of the event loop
-        await _import_hook()
+        await warm_async_path()
         check_hook_params(self.hook_params)  # no I/O once the hook module is loaded
         from airflow_provider_iceprod.triggers.poller import get_poller
 
@@ -251,7 +249,7 @@ class IceProdDatasetTrigger(BaseTrigger):
         )
 
     async def _suspend(self) -> None:
-        await _import_hook()
+        await warm_async_path()
         hook = self.hook
         dataset = await hook.aget_dataset(self.dataset_id)
         if dataset.status not in ("processing", "errors"):
@@ -265,9 +263,3 @@ class IceProdDatasetTrigger(BaseTrigger):
             "Task killed by a user: suspending IceProd dataset %s (cancel_on_kill).", self.dataset_id
         )
         await hook.asuspend_dataset(self.dataset_id)
-
-
-async def _import_hook() -> None:
-    """Load the hook module in a thread: importing httpx, tenacity and the auth code takes a moment."""
-    if HOOK_MODULE not in sys.modules:  # a thousand waits in one triggerer load it once
-        await asyncio.to_thread(importlib.import_module, HOOK_MODULE)

@@ -53,9 +53,9 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_provider_iceprod.exceptions import IceProdError
 from airflow_provider_iceprod.models import DATASET_STATUSES, DatasetProgress
@@ -74,6 +74,7 @@ if TYPE_CHECKING:
     from airflow_provider_iceprod.hooks.iceprod import IceProdHook
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Statuses listed every interval; ``complete`` is asked for only when a dataset went missing.
 ACTIVE_STATUSES = ("processing", "suspended", "errors")
@@ -274,9 +275,7 @@ class DatasetPoller:
         changed: list[str] = []
         ending: list[str] = []
         tracked_by_id = self._tracked
-        for n, (dataset_id, row) in enumerate(rows.items(), 1):
-            if n % YIELD_EVERY == 0:
-                await asyncio.sleep(0)  # let other waits run: never block the loop for long
+        async for dataset_id, row in in_steps(rows.items()):
             tracked = tracked_by_id.get(dataset_id)
             if tracked is None:  # its last waiter left while the list was in flight
                 continue
@@ -302,10 +301,10 @@ class DatasetPoller:
         # A status that ends a wait is delivered at once, with the last known counts: the list
         # that saw it is all the triggerer asks for (the worker's execute_complete fetches the
         # final counts), so a burst of completions costs no request per dataset here.
-        for dataset_id in ending:
+        async for dataset_id in in_steps(ending):  # a thousand finishing together: still short steps
             self._deliver(dataset_id, False, False, final=True)
         busy = set(refresh) | set(ending)
-        for dataset_id in changed:
+        async for dataset_id in in_steps(changed):
             if dataset_id not in busy:
                 self._deliver(dataset_id, False, False)
         await asyncio.gather(*(self._refresh(hook, d, now) for d in refresh))
@@ -403,6 +402,14 @@ class DatasetPoller:
         for dataset_id in ids:
             for sub in self._subs.get(dataset_id, []):
                 sub.queue.put_nowait(Update(error=exc))
+
+
+async def in_steps(items: Iterable[T]) -> AsyncIterator[T]:
+    """``items``, yielding to the event loop every :data:`YIELD_EVERY` of them (never a long step)."""
+    for n, item in enumerate(items, 1):
+        if n % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
+        yield item
 
 
 # ------------------------------------------------------------------------------------ registry

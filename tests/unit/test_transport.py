@@ -57,6 +57,33 @@ def test_clients_are_reused_within_a_loop_and_closed_by_its_shutdown(ip) -> None
     assert client.is_closed
 
 
+def test_concurrent_first_calls_of_a_loop_share_one_client_built_off_the_loop(ip, monkeypatch) -> None:
+    """The first calls of a loop wait for one client, built in a worker thread (its SSL context
+    takes 10-20 ms of CPU), not one each, and not on the event loop's thread."""
+    import threading
+
+    import httpx
+
+    from airflow_provider_iceprod import transport
+
+    built_on: list[str] = []
+    original_init = httpx.AsyncClient.__init__
+
+    def recording_init(self, *args, **kwargs):  # the real constructor; only notes the thread
+        built_on.append(threading.current_thread().name)
+        original_init(self, *args, **kwargs)
+
+    async def first_calls() -> tuple[set[int], dict]:
+        clients = await asyncio.gather(*(shared_async_client(ip.api_url) for _ in range(20)))
+        return {id(c) for c in clients}, dict(transport._loop_clients[asyncio.get_running_loop()].building)
+
+    monkeypatch.setattr(httpx.AsyncClient, "__init__", recording_init)
+    ids, building = asyncio.run(first_calls())
+    assert len(ids) == 1
+    assert building == {}
+    assert len(built_on) == 1 and built_on[0] != threading.main_thread().name
+
+
 def test_a_call_that_succeeds_at_once_builds_no_retry_policy_and_a_failed_one_still_retries(
     ip, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,7 +9,7 @@ import time
 from wait_helpers import ONE_TASK, hook
 
 from airflow_provider_iceprod.triggers.dataset import IceProdDatasetTrigger
-from airflow_provider_iceprod.triggers.poller import active_pollers
+from airflow_provider_iceprod.triggers.poller import YIELD_EVERY, active_pollers
 from airflow_provider_iceprod.wait_loop import complete_counts
 
 INTERVAL = 0.2
@@ -156,16 +156,29 @@ async def test_a_burst_of_completions_costs_the_list_call_not_a_request_per_data
                     ip.store.set_job_status(job, "complete")
                 ip.store.datasets[dataset_id]["status"] = "complete"
 
+    most_in_one_pass = 0
+
+    async def watch_passes() -> None:  # how many waits end between two passes of the event loop
+        nonlocal most_in_one_pass
+        finished = 0
+        while finished < n:
+            now_finished = sum(task.done() for task in tasks)
+            most_in_one_pass = max(most_in_one_pass, now_finished - finished)
+            finished = now_finished
+            await asyncio.sleep(0)
+
     ip.reset_counters()
     ticks_before = poller.ticks
     await asyncio.to_thread(complete_all)
-    await asyncio.gather(*tasks)
+    await asyncio.gather(watch_passes(), *tasks)
     intervals = poller.ticks - ticks_before
     requests = ip.counters.matching(DATA_ROUTES)
 
     assert len(got) == n and {e["status"] for e in got} == {"success"}
     assert intervals <= 3, f"final events took {intervals} poller intervals"
     assert requests <= 40, f"{requests} IceProd requests for {n} completions"
+    # delivered in steps: the event loop runs other work at least every YIELD_EVERY deliveries
+    assert most_in_one_pass <= 2 * YIELD_EVERY, most_in_one_pass
     # not one per dataset: at most the count budget's progress refreshes of the rounds in the window
     # (a round that read task counts just after the completion asks for job counts too)
     job_counts = ip.counters.get("GET /datasets/{dataset_id}/job_counts/status")
