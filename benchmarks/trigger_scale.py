@@ -167,7 +167,8 @@ async def _child_main(
     if memory:
         tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0] if memory else 0
-    wait = _coalesced_wait if variant == "coalesced" else _naive_wait
+    coalesced = variant.startswith("coalesced")
+    wait = _coalesced_wait if coalesced else _naive_wait
     started = loop.time()
     tasks = []
     for dataset_id in ids:  # as Airflow's TriggerRunner.create_triggers: one trigger per loop pass
@@ -177,7 +178,7 @@ async def _child_main(
     async def next_tick() -> None:
         """Coalesced: the moment a poller tick ends; naive: just the next interval boundary."""
         pollers = poller_module.active_pollers()
-        if variant == "coalesced" and pollers:
+        if coalesced and pollers:
             ticks = pollers[0].ticks
             while pollers[0].ticks == ticks:
                 await asyncio.sleep(0.005)
@@ -194,8 +195,8 @@ async def _child_main(
     probe.measuring = True
     probe.reset()
     window_start = loop.time()
-    ticks0 = poller_module.active_pollers()[0].ticks if variant == "coalesced" else 0
-    if variant == "coalesced":
+    ticks0 = poller_module.active_pollers()[0].ticks if coalesced else 0
+    if coalesced:
         while poller_module.active_pollers()[0].ticks < ticks0 + intervals:
             await asyncio.sleep(0.005)
         measured = intervals
@@ -264,6 +265,8 @@ def child(
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     for name in ("airflow", "airflow_provider_iceprod", "airflow.task", "airflow.triggers"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    if variant.endswith("+gc.freeze"):  # what a triggerer could do once it has started
+        gc.freeze()
     try:
         asyncio.run(_child_main(variant, ids, interval, intervals, memory, pipe))
     except BaseException as exc:
@@ -362,6 +365,11 @@ def main() -> None:
         action="store_true",
         help="skip the naive loop (for --datasets 10000: it would only measure the stand-in's limit)",
     )
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="also run the coalesced waits in a process that called gc.freeze() after its imports",
+    )
     parser.add_argument("--section", default=None, help="performance.md section (default by size)")
     args = parser.parse_args()
     if args.section is None:
@@ -391,6 +399,11 @@ def main() -> None:
             timing["peak_added_mb"] = mem["peak_added_mb"]
             results[variant] = timing
             print(f"{variant}: {json.dumps(summary(timing))}", flush=True)
+        if args.gc_freeze:  # the same waits in a process that froze its start-up heap (timing only)
+            frozen = run_variant(ip, "coalesced+gc.freeze", ids, args, memory=False)
+            frozen["peak_added_mb"] = None
+            results["frozen"] = frozen
+            print(f"coalesced+gc.freeze: {json.dumps(summary(frozen))}", flush=True)
     elapsed = time.monotonic() - started
     results["load"] = dict(enumerate(os.getloadavg()))
     print(f"total {elapsed:.0f} s, load average {os.getloadavg()}")
@@ -547,13 +560,25 @@ def render(results: dict[str, dict[str, Any]], args: argparse.Namespace, elapsed
         "task counts in the worker (two requests per task, spread over the workers, not in the "
         "triggerer). The requests row counts the triggerer's requests from the moment every dataset is "
         "complete until the last event.",
-        "* Starting: new waits subscribe through an admission gate, 50 per pass of the event loop. The "
-        "starting block is nevertheless dominated by one full garbage collection of the triggerer's heap "
-        "(Airflow alone is ~190,000 objects; thousands of new waits trigger a generation-2 pass over all "
-        "of them). A triggerer can avoid that pause with `gc.freeze()` after start-up (a process-wide "
-        "choice the provider does not make for it). What remains without the collection (the 'minus "
-        "the garbage collection' row) is not yet explained: the first interval also mints the token and "
-        "sends the first, unfiltered list; it is not met.",
+        "* Starting: new waits subscribe through an admission gate, 50 per pass of the event loop, and "
+        "the first wait of the process loads the hook, auth and HTTP code and builds its HTTP client in a "
+        "worker thread (`async_warmup.py`), so no step of the provider's own code is long (the 'minus "
+        "the garbage collection' row). The starting block that remains is the interpreter's garbage "
+        "collector: the new waits' objects trigger one full (generation 2) collection, which walks every "
+        "object of the process (Airflow alone is ~190,000) while holding the GIL, in whichever thread "
+        "allocates at that moment. The provider cannot make that pause shorter; a triggerer's owner can "
+        "(`gc.freeze()` after start-up moves the start-up heap out of the collector's reach, a "
+        "process-wide choice the provider does not make for its host process).",
+    ]
+    frozen = results.get("frozen")
+    if frozen is not None:
+        lines.append(
+            "* Measured in the same run, the same waits in a process that called `gc.freeze()` after its "
+            f"imports: longest block while starting {frozen['startup_block_ms']:.0f} ms (garbage "
+            f"collection {frozen['startup_gc_ms']:.0f} ms of it), steady state "
+            f"{frozen['steady_block_ms']:.1f} ms."
+        )
+    lines += [
         "* The trade-off of the count budget (stall detection after about "
         "`stall_polls * ceil(N / count_budget)` intervals) is explained in "
         "[Waiting for datasets](waiting.md#waiting-at-scale-the-shared-poller).",
@@ -568,10 +593,10 @@ def render(results: dict[str, dict[str, Any]], args: argparse.Namespace, elapsed
     answer = results["list_answer"]
     lines.append(
         f"* The shared list answer for {args.datasets:,} datasets is {answer['mb']:.1f} MB with the waits' "
-        f"projection; decoding it takes {answer['decode_ms']:.1f} ms (median of 5, in the parent process) "
-        "and happens in one piece on the event loop. IceProd has no paging and no filter finer than "
-        "`status` and `users`, so at this size that answer, not the number of requests, bounds the "
-        "steady-state block; decoding it row by row with a yield every few hundred rows is the next step."
+        f"projection; decoding it in one piece (`json.loads`) takes {answer['decode_ms']:.1f} ms (median "
+        "of 5, in the parent process). The async path decodes any answer over 256 KiB 500 rows per step "
+        "(`json_chunks.py`), so the loop runs between steps. IceProd has no paging and no filter finer than `status` and `users`: "
+        "the answer grows with the number of waited-on datasets, and so does the client CPU per interval."
     )
     lines += [
         "* Lateness is wall-clock: it includes the operating system descheduling the process. The "
