@@ -156,8 +156,6 @@ def existing_problem(
         return None
     if status == "suspended" and starts_suspended:
         return None
-    if status == "suspended" and progress.jobs_submitted == 0 and not any(progress.job_counts.values()):
-        return None  # IceProd suspends an empty dataset by itself: nothing failed (iceprod-quirks.md, 10)
     if status == "errors":
         return "in status 'errors'"
     if status == "suspended":

@@ -380,7 +380,8 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         problem = existing_problem(
             progress,
             target_states=self.target_states if self.wait_for_completion else (),
-            starts_suspended=self._starts_suspended(),
+            # IceProd suspends an empty dataset by itself: nothing failed (docs/iceprod-quirks.md, 10)
+            starts_suspended=self._starts_suspended() or request.jobs_submitted == 0,
         )
         if problem is None:
             self.log.info(

@@ -268,7 +268,7 @@ def test_policy_fail_message_names_the_dataset_and_the_choices(iceprod_connectio
     op = _submit(on_existing_failed="fail")
     existing = SubmitResult(None, dataset_id, ip.dataset(dataset_id)["dataset"], "u", reattached=True)
     with pytest.raises(IceProdDatasetFailedError, match="on_existing_failed='fail'") as err:
-        op._apply_existing_policy(SubmitState({}, op.log), "abc", {}, existing)
+        op._apply_existing_policy(SubmitState({}, op.log), "abc", op.prepare("abc"), existing)
     assert "retry_failed" in str(err.value)
     assert dataset_id in str(err.value)
 
