@@ -404,6 +404,11 @@ def evaluate(
             f"{label} is suspended (by a user, or by IceProd when only suspended work was left); "
             f"on_suspended={options.on_suspended!r}. Resume it in IceProd to continue."
         )
+        if progress.jobs_submitted == 0:  # docs/iceprod-quirks.md, 10
+            why += (
+                " It has no jobs (jobs_submitted=0): IceProd suspends an empty dataset on its next "
+                "completion pass. Add jobs (action 'add_jobs'), resume it, then wait."
+            )
         if options.on_suspended == "timeout":
             return Verdict(True, "suspended", why, "timeout")
         return Verdict(True, "suspended", why, "failed")

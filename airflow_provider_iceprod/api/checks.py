@@ -117,10 +117,10 @@ def positive_int(value: Any, field: str, *, allow_zero: bool = False) -> int:
 MAX_JOBS = 1_000_000
 
 
-def job_count(value: Any, field: str, *, allow_large: bool = False) -> int:
-    """THE range check of job counts (``jobs_submitted``, ``add_jobs``): a positive integer, at most
-    :data:`MAX_JOBS` unless ``allow_large``."""
-    number = positive_int(value, field)
+def job_count(value: Any, field: str, *, allow_large: bool = False, allow_zero: bool = False) -> int:
+    """THE range check of job counts (``jobs_submitted``, ``add_jobs``): a positive integer (``>= 0``
+    with ``allow_zero``), at most :data:`MAX_JOBS` unless ``allow_large``."""
+    number = positive_int(value, field, allow_zero=allow_zero)
     if number > MAX_JOBS and not allow_large:
         raise bad(
             field,
@@ -411,7 +411,8 @@ def check_submit(
         )
     if not isinstance(description, str) or not description.strip():
         raise bad("description", f"'description' must be a non-empty string, got {description!r}.")
-    jobs = job_count(jobs_submitted, "jobs_submitted", allow_large=allow_large)
+    # 0 is IceProd's own "jobs come later" (add_jobs): the submit makes an empty dataset (quirk 10)
+    jobs = job_count(jobs_submitted, "jobs_submitted", allow_large=allow_large, allow_zero=True)
     extra = extra_fields(extra_submit_fields, low_level=low_level)
     tag = marker_tag(marker if marker is not None else new_marker())
     return SubmitRequest(

@@ -291,10 +291,12 @@ class IceProdDatasetActionOperator(BaseOperator):
             message = "description updated"
         elif action == "add_jobs":
             total = self._add_jobs(hook, dataset_id, value, state)
-            return {
-                "message": f"added {value} job(s); jobs_submitted is now {total}",
-                "jobs_submitted": total,
-            }
+            message = f"added {value} job(s); jobs_submitted is now {total}"
+            if before.status == "suspended":
+                # e.g. a dataset submitted with jobs_submitted=0 (docs/iceprod-quirks.md, 10)
+                message += "; the dataset is suspended: IceProd creates the jobs once it is resumed"
+                self.log.warning("%s: %s (action='resume').", label, message)
+            return {"message": message, "jobs_submitted": total}
         else:
             return self._set_requirements(hook, dataset_id, value)
         out: dict[str, Any] = {"message": message}

@@ -77,8 +77,11 @@ class IceProdSubmitDatasetOperator(BaseOperator):
             Templated. IceProd macros such as ``$(dataset)`` are left alone.
         description: the dataset description (templated). The operator appends a marker
             ``[airflow:<16 hex>]`` that lets a retried task find its dataset.
-        jobs_submitted: number of jobs (positive integer, templated); checked when the DAG is
+        jobs_submitted: number of jobs (an integer >= 0, templated); checked when the DAG is
             parsed when it is not a template. More than 1,000,000 needs ``allow_large=True``.
+            ``0`` makes an empty dataset that gets its jobs later (``add_jobs``); IceProd suspends
+            it on its next completion pass unless it is ``always_active``, and it cannot be
+            waited for (``wait_for_completion=True`` is refused).
         allow_large: allow ``jobs_submitted`` above 1,000,000.
         group: ``users`` (default), ``simprod``, ``filtering`` or ``admin`` (templated); the token
             must be a member.
@@ -207,7 +210,10 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         self.allow_large = bool(allow_large)
         # Literal values are checked now (DAG parse time), with the same rules as at execute.
         if not (isinstance(jobs_submitted, str) and "{{" in jobs_submitted):
-            checks.job_count(jobs_submitted, "jobs_submitted", allow_large=self.allow_large)
+            jobs = checks.job_count(
+                jobs_submitted, "jobs_submitted", allow_large=self.allow_large, allow_zero=True
+            )
+            self._check_wait_jobs(jobs)
         if priority is not None:
             checks.extra_fields({"priority": priority})
         # run-time state (this try only)
@@ -234,12 +240,25 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         except ValueError as exc:
             raise IceProdConfigError(f"Invalid wait option: {exc}", field="wait options") from None
 
+    def _check_wait_jobs(self, jobs: int) -> None:
+        """A dataset without jobs never completes: waiting for one would only end on suspension or
+        the timeout (docs/iceprod-quirks.md, 10)."""
+        if jobs == 0 and self.wait_for_completion:
+            raise IceProdConfigError(
+                "jobs_submitted=0 with wait_for_completion=True: a dataset without jobs never "
+                "completes (IceProd suspends it on its next completion pass unless it is always_active), "
+                "so the wait could only fail or time out. Submit it without waiting; add jobs later "
+                "(IceProdDatasetActionOperator action='add_jobs', then action='resume' if it was "
+                "suspended) and wait with IceProdDatasetSensor.",
+                field="jobs_submitted",
+            )
+
     def prepare(self, marker: str | None = None) -> SubmitRequest:
         """Check every rendered argument, the config included; return the checked submit request.
 
         Sends nothing. ``marker`` is the task instance's (a random one when not given).
         """
-        return checks.check_submit(
+        request = checks.check_submit(
             parse_config(self.config),
             description=self.description,
             jobs_submitted=self.jobs_submitted,
@@ -258,6 +277,8 @@ class IceProdSubmitDatasetOperator(BaseOperator):
             tasks_per_job=self.tasks_per_job,
             allow_large=self.allow_large,
         )
+        self._check_wait_jobs(request.jobs_submitted)
+        return request
 
     # ------------------------------------------------------------------------------------ execute
 
@@ -298,7 +319,9 @@ class IceProdSubmitDatasetOperator(BaseOperator):
             result.url,
         )
         # After the XComs, so the link shows while IceProd creates the jobs.
-        if self.materialize and (fresh or not self.hook.job_counts(result.dataset_id)):
+        if self.materialize and request.jobs_submitted == 0:
+            self.log.info("materialize=True: nothing to materialize, the dataset has no jobs yet.")
+        elif self.materialize and (fresh or not self.hook.job_counts(result.dataset_id)):
             self.log.info(
                 "Asking IceProd to materialize the first jobs of dataset %s now.", result.dataset_id
             )
@@ -357,7 +380,8 @@ class IceProdSubmitDatasetOperator(BaseOperator):
         problem = existing_problem(
             progress,
             target_states=self.target_states if self.wait_for_completion else (),
-            starts_suspended=self._starts_suspended(),
+            # IceProd suspends an empty dataset by itself: nothing failed (docs/iceprod-quirks.md, 10)
+            starts_suspended=self._starts_suspended() or request.jobs_submitted == 0,
         )
         if problem is None:
             self.log.info(

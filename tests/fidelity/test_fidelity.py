@@ -160,6 +160,47 @@ def test_add_jobs_on_processing_dataset(sides: tuple[Side, Side]) -> None:
     assert real["after"][0]["jobs"] == {"complete": 3}
 
 
+def test_zero_job_submit_then_add_jobs(sides: tuple[Side, Side]) -> None:
+    """A submit with ``jobs_submitted=0`` is accepted; materialization makes no job, and
+    ``dataset_completion`` suspends the empty dataset (no job is processing). Jobs added later stay
+    unmade until the dataset is resumed (the dataset_status reset); then they run to the end."""
+
+    def scenario(side: Side, rec: Record) -> None:
+        done = rec.add("submit", submit(side, config(task("a")), 0))
+        ds = _dataset_id(done)
+        code, doc = side.api("GET", f"/datasets/{ds}")
+        # its status right after the submit depends on when dataset_completion runs: read it settled
+        rec.add("dataset", (code, {k: v for k, v in doc.items() if k != "status"}))
+        rec.add("materialize", side.action_done("materialization", {"dataset_id": ds}))
+        rec.state(side, "settled")
+        rec.add("put", side.api("PUT", f"/datasets/{ds}/jobs_submitted", {"jobs_submitted": 2}))
+        rec.state(side, "after put")
+        rec.add("resume", side.action_done("dataset_status", {"dataset_id": ds, "action": "reset"}))
+        rec.state(side, "after resume")
+
+    real = dict(compare(sides, scenario))
+    assert real["submit"]["status"] == "complete"
+    assert real["dataset"][1]["jobs_submitted"] == 0
+    assert real["settled"][0]["status"] == "suspended" and real["settled"][0]["jobs"] == {}
+    assert real["after put"][0]["jobs_submitted"] == 2 and real["after put"][0]["jobs"] == {}
+    assert real["after resume"][0]["jobs"] == {"complete": 2}
+
+
+def test_zero_job_always_active_dataset(sides: tuple[Side, Side]) -> None:
+    """With ``always_active``, the empty dataset stays processing, and added jobs run at once."""
+
+    def scenario(side: Side, rec: Record) -> None:
+        extra = json.dumps({"always_active": True})
+        ds = _dataset_id(submit(side, config(task("a")), 0, extra_submit_fields=extra))
+        rec.state(side, "settled")
+        rec.add("put", side.api("PUT", f"/datasets/{ds}/jobs_submitted", {"jobs_submitted": 2}))
+        rec.state(side, "after put")
+
+    real = dict(compare(sides, scenario))
+    assert real["settled"][0]["status"] == "processing" and real["settled"][0]["jobs"] == {}
+    assert real["after put"][0]["jobs"] == {"complete": 2}
+
+
 # ---------------------------------------------------------------- 1. hard_reset of a complete dataset
 
 

@@ -13,22 +13,26 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow_processes import free_port
+from airflow_processes import (
+    BIN,
+    free_port,
+    run_checked,
+    start_api_server,
+    start_service,
+    stop_group,
+    wait_api_server,
+)
 
 from airflow_provider_iceprod.testing import LocalIceProd
 
-BIN = Path(sys.executable).parent
 EXAMPLE = Path(__file__).resolve().parents[2] / "example_dags" / "iceprod_dataset_events.py"
 DAG_ID = "iceprod_dataset_events"
 TRAYS = [{"modules": [{"src": "/usr/bin/true"}]}]
@@ -89,39 +93,27 @@ class Cluster:
         self.starts = 0
 
     def cli(self, *args: str) -> None:
-        proc = subprocess.run(
-            [str(BIN / "airflow"), *args], env=self.env, capture_output=True, text=True, timeout=240
-        )
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        run_checked([str(BIN / "airflow"), *args], self.env, timeout=240)
 
-    def start(self, name: str, *args: str) -> None:
+    def _log(self, name: str) -> Path:
         self.starts += 1
-        log = (self.home / f"{name}.{self.starts}.log").open("wb")
-        self.procs[name] = subprocess.Popen(
-            [str(BIN / "airflow"), *args],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        return self.home / f"{name}.{self.starts}.log"
+
+    def start(self, name: str) -> None:
+        """The scheduler or the triggerer (the api-server: :meth:`start_api_server`)."""
+        self.procs[name] = start_service([name, "--skip-serve-logs"], self.env, self._log(name))
+
+    def start_api_server(self) -> None:
+        self.procs["api-server"] = start_api_server(self.port, self.env, self._log("api-server"))
+
+    def wait_api_server(self) -> None:
+        try:
+            wait_api_server(self.port, self.procs["api-server"], timeout=180)
+        except RuntimeError as exc:
+            raise AssertionError(f"{exc}\n{self.logs()[-6000:]}") from None
 
     def stop(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-
-    def healthy(self) -> bool:
-        try:
-            url = f"http://127.0.0.1:{self.port}/api/v2/monitor/health"
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
+        stop_group(self.procs.pop(name))
 
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         with sqlite3.connect(self.db, timeout=30) as db:
@@ -140,10 +132,10 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Cluster, LocalIceProd]]:
         try:
             c.cli("db", "migrate")
             c.cli("dags", "reserialize")  # registers the DAG, its asset and the watcher's trigger
-            c.start("api-server", "api-server", "-H", "127.0.0.1", "-p", str(c.port), "-w", "1")
-            c.start("scheduler", "scheduler", "--skip-serve-logs")
-            c.start("triggerer", "triggerer", "--skip-serve-logs")
-            _until(c.healthy, 180, "api-server healthy", c.logs)
+            c.start_api_server()
+            c.start("scheduler")
+            c.start("triggerer")
+            c.wait_api_server()
             yield c, ip
         finally:
             for name in list(c.procs):
@@ -182,7 +174,7 @@ def test_datasets_from_outside_airflow_start_the_example_dag_once(cluster) -> No
         ONE_TASK, group="simprod", description="IceCube-2026 cascades", materialize=True
     )
     _until(lambda: ip.dataset(second)["status"] == "complete", 60, "the second dataset to finish", c.logs)
-    c.start("triggerer", "triggerer", "--skip-serve-logs")
+    c.start("triggerer")
     _until(lambda: sorted(first_task_output()) == sorted([first, second]), 240, "the second run", c.logs)
     _until(lambda: [s for _, s in runs()] == ["success", "success"], 120, "both runs to succeed", c.logs)
 

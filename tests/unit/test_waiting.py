@@ -178,6 +178,14 @@ def test_on_suspended(mode, done, status):
     assert status_ends_wait("suspended", WaitOptions(on_suspended=mode)) is done
 
 
+def test_a_suspended_dataset_without_jobs_says_how_to_go_on():
+    """IceProd suspends a dataset submitted with jobs_submitted=0 (docs/iceprod-quirks.md, 10)."""
+    v = evaluate(progress("suspended", jobs_submitted=0), WaitOptions(), WaitState(), 0.0)
+    assert (v.done, v.outcome, v.status) == (True, "suspended", "failed")
+    assert "It has no jobs (jobs_submitted=0)" in v.message and "add_jobs" in v.message
+    assert "no jobs" not in evaluate(progress("suspended"), WaitOptions(), WaitState(), 0.0).message
+
+
 def test_complete_but_not_a_target_is_unreachable():
     v = evaluate(progress("complete"), WaitOptions(target_states=("suspended",)), WaitState(), 0.0)
     assert (v.done, v.outcome, v.status) == (True, "unreachable", "failed")

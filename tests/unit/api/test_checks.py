@@ -107,6 +107,26 @@ def test_check_submit_builds_the_bodies() -> None:
     }
 
 
+def test_check_submit_accepts_zero_jobs_as_iceprod_does() -> None:
+    """IceProd 3.2.43 takes ``jobs_submitted: 0`` (an empty dataset that gets jobs through add_jobs)."""
+    zero = checks.check_submit(CONFIG, description="d", jobs_submitted="0", marker="m")
+    assert zero.jobs_submitted == 0
+    assert zero.submit_body()["jobs_submitted"] == 0
+    body = checks.check_submit(CONFIG, description="d", jobs_submitted=0, low_level=True).create_body()
+    # tasks_submitted must be 0 too: IceProd divides tasks_submitted by jobs_submitted otherwise
+    assert (body["jobs_submitted"], body["tasks_submitted"], body["tasks_per_job"]) == (0, 0, 1)
+
+
+def test_job_count_refuses_zero_unless_allowed() -> None:
+    with pytest.raises(IceProdConfigError, match="'value' must be a positive integer, got 0"):
+        checks.job_count(0, "value")  # add_jobs: adding nothing is a mistake
+    assert checks.job_count(0, "jobs_submitted", allow_zero=True) == 0
+    with pytest.raises(IceProdConfigError, match="must be an integer >= 0, got -1"):
+        checks.job_count(-1, "jobs_submitted", allow_zero=True)
+    with pytest.raises(IceProdConfigError, match="allow_large"):
+        checks.job_count(checks.MAX_JOBS + 1, "jobs_submitted", allow_zero=True)
+
+
 def test_check_submit_gives_a_random_marker_when_none() -> None:
     one = checks.check_submit(CONFIG, description="d", jobs_submitted=1)
     two = checks.check_submit(CONFIG, description="d", jobs_submitted=1)
@@ -116,7 +136,7 @@ def test_check_submit_gives_a_random_marker_when_none() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
-        ({"jobs_submitted": 0}, "jobs_submitted"),
+        ({"jobs_submitted": -1}, "jobs_submitted"),
         ({"jobs_submitted": "three"}, "jobs_submitted"),
         ({"jobs_submitted": True}, "jobs_submitted"),
         ({"description": "  "}, "description"),

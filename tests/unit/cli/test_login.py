@@ -4,28 +4,14 @@ the warning about secrets on the command line. In-process ``main()``, real DB, s
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from airflow_provider_iceprod.auth.cache import TOKEN_CACHE
-from airflow_provider_iceprod.auth.oidc import clear_discovery_cache
 from airflow_provider_iceprod.cli import EXIT_AUTH, EXIT_CONFIG, EXIT_OK, main
 from airflow_provider_iceprod.testing import LocalIceProd
-
-
-@pytest.fixture
-def env(airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key in [k for k in os.environ if k.startswith("AIRFLOW_CONN_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("AIRFLOW_ICEPROD_LOCK_DIR", str(tmp_path / "locks"))
-    TOKEN_CACHE.clear()
-    clear_discovery_cache()
-    yield
-    TOKEN_CACHE.clear()
 
 
 @pytest.fixture
@@ -59,7 +45,7 @@ def _saved_by_rest_tools(ip: LocalIceProd, path: Path) -> str:
 
 
 def test_from_file_imports_the_rest_tools_token_without_printing_it(
-    env: None, ip: LocalIceProd, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+    env: dict[str, str], ip: LocalIceProd, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     saved = _saved_by_rest_tools(ip, tmp_path / ".iceprod-auth")
     conn_id = "iceprod_from_file"
@@ -81,7 +67,7 @@ def test_from_file_imports_the_rest_tools_token_without_printing_it(
 
 @pytest.mark.parametrize("content", ["", "***", "two words\n"])
 def test_from_file_rejects_what_is_not_a_token_before_any_side_effect(
-    env: None, ip: LocalIceProd, tmp_path: Path, capsys, content: str
+    env: dict[str, str], ip: LocalIceProd, tmp_path: Path, capsys, content: str
 ) -> None:
     path = tmp_path / "token"
     path.write_text(content)
@@ -94,7 +80,7 @@ def test_from_file_rejects_what_is_not_a_token_before_any_side_effect(
 
 
 def test_from_file_with_a_spent_token_fails_as_authentication(
-    env: None, ip: LocalIceProd, tmp_path: Path, capsys
+    env: dict[str, str], ip: LocalIceProd, tmp_path: Path, capsys
 ) -> None:
     token = _saved_by_rest_tools(ip, tmp_path / "spent")
     ip.revoke_refresh_token(token)
@@ -104,7 +90,7 @@ def test_from_file_with_a_spent_token_fails_as_authentication(
 
 
 def test_from_file_from_another_issuer_is_refused(
-    env: None, ip: LocalIceProd, tmp_path: Path, capsys
+    env: dict[str, str], ip: LocalIceProd, tmp_path: Path, capsys
 ) -> None:
     _saved_by_rest_tools(ip, tmp_path / "other")
     args = [
@@ -121,7 +107,7 @@ def test_from_file_from_another_issuer_is_refused(
     assert ip.counters.grant_requests["refresh_token"] == 0
 
 
-def test_secrets_on_the_command_line_are_warned_about(env: None, capsys) -> None:
+def test_secrets_on_the_command_line_are_warned_about(env: dict[str, str], capsys) -> None:
     _, text = run(
         [
             "logout",

@@ -166,6 +166,21 @@ def test_materialize_after_submit(hook: IceProdHook, ip: LocalIceProd) -> None:
     assert len(ip.jobs(result.dataset_id)) == 2
 
 
+@pytest.mark.parametrize("low_level", [False, True])
+def test_zero_jobs_makes_an_empty_dataset_once(hook: IceProdHook, ip: LocalIceProd, low_level: bool) -> None:
+    """``jobs_submitted=0`` as IceProd takes it: an empty dataset (jobs come through add_jobs). The
+    submit waits for no job, and a retry with the same marker reattaches."""
+    result = submit(hook, jobs_submitted=0, low_level=low_level, materialize=True)
+    doc = ip.dataset(result.dataset_id)
+    assert (doc["jobs_submitted"], doc["tasks_submitted"], doc["tasks_per_job"]) == (0, 0, 2)
+    assert ip.config(result.dataset_id) is not None
+    assert api_requests(ip)["POST /actions/materialization"] == 1
+    again = submit(hook, jobs_submitted=0, low_level=low_level)
+    assert again.reattached and again.dataset_id == result.dataset_id and ip.dataset_count() == 1
+    assert hook.add_jobs(result.dataset_id, 3) == 3
+    assert ip.dataset(result.dataset_id)["tasks_submitted"] == 6
+
+
 def test_lost_submit_answer_with_a_worker_slower_than_the_grace_is_never_resent(
     hook: IceProdHook, ip: LocalIceProd
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -245,6 +247,32 @@ def test_growing_an_immutable_dataset_is_refused_with_iceprods_text(iceprod_conn
     dataset_id = ip.create_dataset(jobs_submitted=2, jobs_immutable=True)
     with pytest.raises(IceProdActionRejectedError, match="immutable"):
         _execute(_action("grow", "add_jobs", dataset_id, 1))
+
+
+def test_add_jobs_to_an_empty_suspended_dataset_says_it_needs_a_resume(iceprod_connection) -> None:
+    """A dataset submitted with jobs_submitted=0 is suspended by IceProd's completion pass: added jobs
+    are made once it is resumed (docs/iceprod-quirks.md, 10)."""
+    ip = iceprod_connection
+    dataset_id = ip.create_dataset(jobs_submitted=0)
+    _until(lambda: ip.dataset(dataset_id)["status"] == "suspended")
+    result, _ = _execute(_action("grow", "add_jobs", dataset_id, 2))
+    assert result["jobs_submitted"] == 2
+    assert result["message"] == (
+        "added 2 job(s); jobs_submitted is now 2; "
+        "the dataset is suspended: IceProd creates the jobs once it is resumed"
+    )
+    assert ip.store.dataset_jobs(dataset_id) == {}
+    result, _ = _execute(_action("resume", "resume", dataset_id))
+    assert result["status_before"] == "suspended" and result["message"] == "resumed"
+    _until(lambda: ip.dataset(dataset_id)["status"] == "complete")
+    assert len(ip.store.dataset_jobs(dataset_id)) == 2
+
+
+def _until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "the stand-in never got there"
+        time.sleep(0.02)
 
 
 def test_set_requirements_for_an_unknown_task_name_changes_nothing(iceprod_connection) -> None:

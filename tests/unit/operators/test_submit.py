@@ -268,7 +268,7 @@ def test_policy_fail_message_names_the_dataset_and_the_choices(iceprod_connectio
     op = _submit(on_existing_failed="fail")
     existing = SubmitResult(None, dataset_id, ip.dataset(dataset_id)["dataset"], "u", reattached=True)
     with pytest.raises(IceProdDatasetFailedError, match="on_existing_failed='fail'") as err:
-        op._apply_existing_policy(SubmitState({}, op.log), "abc", {}, existing)
+        op._apply_existing_policy(SubmitState({}, op.log), "abc", op.prepare("abc"), existing)
     assert "retry_failed" in str(err.value)
     assert dataset_id in str(err.value)
 
@@ -358,6 +358,30 @@ def test_a_dataset_started_suspended_is_not_resumed_on_retry(iceprod_connection,
     assert ip.dataset_count() == 1
     assert ip.datasets()[0]["status"] == "suspended"
     assert ip.counters.matching(r"^POST /actions/dataset_status$") == 0
+
+
+def test_zero_jobs_submits_an_empty_dataset_once_and_a_retry_keeps_it(iceprod_connection, airflow_db) -> None:
+    """IceProd accepts jobs_submitted=0 and suspends the empty dataset itself: a retry reattaches to
+    it as it is (no resume, no second dataset), and there is nothing to materialize."""
+    ip = iceprod_connection
+    # try 1 fails on its read after the submit; the slow answer lets IceProd's completion pass
+    # suspend the empty dataset first (its cron runs every grid tick), so try 2 finds it suspended
+    ip.faults.add(r"^GET /datasets/\{dataset_id\}$", status=500, times=1, latency=0.5)
+    with make_dag("op_submit_zero_jobs", retries=1) as dag:
+        _submit(jobs_submitted=0)  # materialize=True
+    dag_run = run_dag(dag)
+
+    assert str(dag_run.state) == "success"
+    assert try_numbers(dag_run, "submit") == 2
+    assert ip.dataset_count() == 1
+    assert ip.counters.matching(r"^POST /actions/submit$") == 1
+    [dataset] = ip.datasets()
+    assert (dataset["jobs_submitted"], dataset["tasks_submitted"]) == (0, 0)
+    assert dataset["status"] == "suspended"
+    assert ip.store.dataset_jobs(dataset["dataset_id"]) == {}
+    assert ip.counters.matching(r"materialization") == 0  # nothing to materialize
+    assert ip.counters.matching(r"^POST /actions/dataset_status$") == 0  # not "resumed"
+    _assert_dataset_xcoms(dag_run, ip, dataset)
 
 
 def test_a_retry_after_a_crash_before_the_request_id_was_saved_never_submits_twice(

@@ -65,7 +65,7 @@ def test_task_count_is_checked_against_tasks_per_job() -> None:
     ("kwargs", "field"),
     [
         ({"group": "physicists"}, "group"),
-        ({"jobs_submitted": 0}, "jobs_submitted"),
+        ({"jobs_submitted": -1}, "jobs_submitted"),
         ({"jobs_submitted": "many"}, "jobs_submitted"),
         ({"jobs_submitted": True}, "jobs_submitted"),
         ({"description": "  "}, "description"),
@@ -89,6 +89,30 @@ def test_rendered_values_are_normalised() -> None:
     assert request.extra == {"priority": 1.0, "status": "suspended"}
     assert request.description == "validation [airflow:k1]"  # the task instance's marker
     assert request.config["version"] == 3.2
+
+
+def test_zero_jobs_is_accepted_without_a_wait() -> None:
+    assert _op(jobs_submitted=0).prepare().jobs_submitted == 0
+    assert _op(jobs_submitted="0").prepare().jobs_submitted == 0
+
+
+def test_zero_jobs_with_a_wait_fails_when_the_dag_is_parsed() -> None:
+    """A dataset without jobs never completes: IceProd suspends it (docs/iceprod-quirks.md, 10)."""
+    with pytest.raises(IceProdConfigError, match="jobs_submitted=0 with wait_for_completion=True") as err:
+        _op(jobs_submitted=0, wait_for_completion=True)
+    assert err.value.field == "jobs_submitted"
+    assert "add_jobs" in str(err.value) and "IceProdDatasetSensor" in str(err.value)
+
+
+def test_templated_zero_jobs_with_a_wait_fails_before_any_request(iceprod_connection, airflow_db) -> None:
+    ip = iceprod_connection
+    with make_dag("val_zero_jobs_wait", retries=2, params={"n": 0}) as dag:
+        _op(jobs_submitted="{{ params.n }}", wait_for_completion=True)
+    dag_run = run_dag(dag)
+
+    assert ti_states(dag_run)[("submit", -1)] == "failed"  # a config error is final: no retries
+    assert ip.counters.total() == 0
+    assert ip.dataset_count() == 0
 
 
 def test_bad_wait_options_fail_when_the_dag_is_parsed() -> None:

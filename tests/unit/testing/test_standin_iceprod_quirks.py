@@ -220,3 +220,23 @@ def test_3_add_jobs_on_complete_dataset_creates_nothing(iceprod_server: LocalIce
     time.sleep(10 * iceprod_server.grid_tick + 3 * (iceprod_server.materialize_interval or 0))
     assert _jobs(alice, dataset_id) == {"complete": 1}
     assert alice.ok("GET", f"/datasets/{dataset_id}")["status"] == "complete"
+
+
+# ------------------------------------------------------------------ 10. a dataset with jobs_submitted=0
+
+
+def test_10_empty_dataset_is_suspended_and_jobs_wait_for_a_resume(
+    iceprod_server: LocalIceProd, alice: Api
+) -> None:
+    dataset_id = alice.submit(ONE_TASK, jobs=0)
+    settled = _settled(alice, dataset_id)
+    # dataset_completion: every job (none) is made and none is processing, so: suspended
+    assert (settled["status"], settled["jobs_submitted"], settled["tasks_submitted"]) == ("suspended", 0, 0)
+    assert _jobs(alice, dataset_id) == {}
+    alice.ok("PUT", f"/datasets/{dataset_id}/jobs_submitted", {"jobs_submitted": 2})
+    time.sleep(10 * iceprod_server.grid_tick + 3 * (iceprod_server.materialize_interval or 0))
+    assert _jobs(alice, dataset_id) == {}  # materialization only looks at processing datasets
+    rid = alice.ok("POST", "/actions/dataset_status", {"dataset_id": dataset_id, "action": "reset"})["result"]
+    assert _final(alice, "dataset_status", rid)["status"] == "complete"
+    wait_for(lambda: _jobs(alice, dataset_id) == {"complete": 2})
+    assert _settled(alice, dataset_id)["status"] == "complete"
