@@ -301,13 +301,8 @@ Ruled out by measurement (issue 15):
 
 The cause: **the async hook is bound by the CPU its event loop's one thread gets.** schedstat shows that
 thread running or runnable about 95-100% of the wall time in the async row: it never waits for the
-network. Each request costs about 1.1 ms of client CPU in httpx + httpcore + anyio, against about
-0.8 ms for `requests` in rest-tools' threads (cProfile: about 30% of the async path in httpcore's pool
-bookkeeping, which re-checks every idle connection's socket through anyio's extra-attribute lookup
-some 20 times per request; about 5% in httpx's cookie jar). On a busy machine the difference grows:
-the kernel shares a core among runnable threads, so one loop thread gets one share while rest-tools'
-8 worker threads, or `asyncio.to_thread`'s pool, get several (the "waiting for a CPU" column). In
-exploratory runs at load 6 the async hook reached 0.95 of the bare client; at load 12-14, 0.45-0.55.
+network. So the row's rate is set by the client CPU per request and by the share of a core one thread
+gets:
 
 * CPU per request. cProfile put about 30% of the async path in httpcore's pool bookkeeping, which
   asks every idle connection whether the server closed it some 20 times per request; over anyio each

@@ -441,6 +441,7 @@ def summary(r: dict[str, Any]) -> dict[str, Any]:
     return {
         "requests_per_interval": round(r["requests_per_interval"], 2),
         "peak_added_mb": None if r["peak_added_mb"] is None else round(r["peak_added_mb"], 1),
+        "idle_block_ms": round(r["idle_block_ms"], 1),
         "steady_block_ms": round(r["steady_block_ms"], 1),
         "steady_p99_ms": round(r["steady_p99_ms"], 1),
         "startup_block_ms": round(r["startup_block_ms"], 1),
