@@ -13,7 +13,6 @@ import asyncio
 import sys
 import threading
 import time
-import traceback
 from collections import Counter
 
 
@@ -44,14 +43,13 @@ class BlockWatch:
             frame = sys._current_frames().get(self._loop_thread)
             if frame is None:
                 continue
-            stack = traceback.extract_stack(frame)
-            ours = [
-                f for f in stack if "airflow_provider_iceprod" in f.filename or "benchmarks" in f.filename
-            ]
-            picked = (ours[-3:] if ours else []) + stack[-2:]
-            key = " <- ".join(
-                f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno} {f.name}" for f in reversed(picked)
-            )
+            stack = []  # (file, line, function), innermost first: cheap, no source lines read
+            while frame is not None and len(stack) < 40:
+                stack.append((frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name))
+                frame = frame.f_back
+            ours = [f for f in stack if "airflow_provider_iceprod" in f[0] or "benchmarks" in f[0]]
+            picked = stack[:2] + ours[:3]
+            key = " <- ".join(f"{f[0].rsplit('/', 2)[-1]}:{f[1]} {f[2]}" for f in picked)
             self.samples[key] += 1
             beat = self._beat
             _, keys = self.blocks.get(beat, (0.0, []))

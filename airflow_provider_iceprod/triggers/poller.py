@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
 import logging
 import threading
 import time
@@ -271,7 +272,9 @@ class DatasetPoller:
         if rows is None:
             return
         now = time.monotonic()
-        running: list[tuple[float, str]] = []
+        # ids only (strings are not tracked by the garbage collector): a tuple per row would outlive
+        # the tick's yields, and ten thousand a tick would soon cost a full collection of the heap
+        running: list[str] = []
         changed: list[str] = []
         ending: list[str] = []
         tracked_by_id = self._tracked
@@ -291,11 +294,15 @@ class DatasetPoller:
             else:
                 tracked.finished_status = None
                 if not tracked.counts_at or now - tracked.counts_at >= tracked.interval * 0.95:
-                    running.append((tracked.counts_at, dataset_id))
+                    running.append(dataset_id)
             if news and previous is not None:
                 changed.append(dataset_id)
-        running.sort()
-        refresh = [dataset_id for _, dataset_id in running[: self.count_budget]]
+
+        def oldest_counts_first(dataset_id: str) -> tuple[float, str]:  # then by id: round robin
+            tracked = tracked_by_id.get(dataset_id)  # None: its last waiter left during the tick
+            return (tracked.counts_at if tracked is not None else 0.0, dataset_id)
+
+        refresh = heapq.nsmallest(self.count_budget, running, key=oldest_counts_first)
         # Only news wakes a waiter: fresh counts, a changed row, or the end. A thousand idle waits
         # therefore cost a handful of wake-ups per interval, not a thousand.
         # A status that ends a wait is delivered at once, with the last known counts: the list
