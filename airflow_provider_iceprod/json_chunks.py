@@ -25,8 +25,12 @@ _scan_string = json.decoder.scanstring  # type: ignore[attr-defined]  # (string,
 
 
 def _skip(text: str, index: int) -> int:
-    if index < len(text) and text[index] not in " \t\n\r":
-        return index  # the common case: compact JSON
+    char = text[index : index + 1]
+    if char == " ":  # json.dumps' (and so tornado's) ", " and ": " separators
+        index += 1
+        char = text[index : index + 1]
+    if char and char not in " \t\n\r":
+        return index
     match = _WHITESPACE.match(text, index)
     return match.end() if match else index
 

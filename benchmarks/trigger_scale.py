@@ -412,13 +412,13 @@ def main() -> None:
     if args.write:
         from _report import replace_section
 
-        command = "python benchmarks/trigger_scale.py --write docs/performance.md"
-        if args.datasets != 1000:
-            command = (
-                f"python benchmarks/trigger_scale.py --datasets {args.datasets} "
-                + ("--coalesced-only " if args.coalesced_only else "")
-                + "--write docs/performance.md"
-            )
+        command = (
+            "python benchmarks/trigger_scale.py "
+            + (f"--datasets {args.datasets} " if args.datasets != 1000 else "")
+            + ("--coalesced-only " if args.coalesced_only else "")
+            + ("--gc-freeze " if args.gc_freeze else "")
+            + "--write docs/performance.md"
+        )
         replace_section(args.write, args.section, render(results, args, elapsed), command=command)
         print(f"wrote {args.write}")
 

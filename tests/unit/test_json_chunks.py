@@ -15,6 +15,7 @@ SAME_AS_JSON_LOADS = [
     '{"a":1}',
     '{"a": {"b": [1, 2, {"c": null}]}, "a": 2 , "x": "y\\u00e9"}\n',  # duplicate key: the last wins
     '{"a\\"b": 1, "e": "\\ud83d\\ude00", "f": -1.5e3, "t": true, "n": NaN}',
+    '{ "a" :\t1 ,\n "b"  :  2 , "c":3,"d" :\r\n[ ] }  ',  # every kind and amount of whitespace
     "[1, 2]",
     '"text"',
     "3",
