@@ -569,7 +569,8 @@ def render(results: dict[str, dict[str, Any]], args: argparse.Namespace, elapsed
         "object of the process (Airflow alone is ~190,000) while holding the GIL, in whichever thread "
         "allocates at that moment. The provider cannot make that pause shorter; a triggerer's owner can "
         "(`gc.freeze()` after start-up moves the start-up heap out of the collector's reach, a "
-        "process-wide choice the provider does not make for its host process).",
+        "process-wide choice the provider does not make for its host process: see [Deploying]"
+        "(deployment.md#thousands-of-waits-in-one-triggerer-garbage-collector-pauses)).",
     ]
     frozen = results.get("frozen")
     if frozen is not None:
