@@ -120,6 +120,10 @@ def scratch_dir(name: str, sources: list[str], tests: list[str]) -> Path:
         + json.dumps(["-x", "-q", "-p", "no:cacheprovider", "-p", "no:cov", "-W", "ignore", *deselect]),
         'also_copy = ["tests", "example_dags", "pyproject.toml"]',
         "use_git_change_detection = false",
+        # fork each mutant from a server that only collected the tests: with mutmut's default (fork from
+        # the process that ran them), the thread pools of asgiref/asyncio are copied without their
+        # threads, and every mutant reaching an `await _in_thread(...)` hangs until the time limit.
+        'process_isolation = "forkserver"',
         "",
     ]
     (work / "pyproject.toml").write_text("\n".join(lines))
@@ -151,7 +155,8 @@ def run_module(name: str, max_children: int) -> dict[str, object] | None:
         print(f"== {name}: skipped, missing {missing}", flush=True)
         return None
     work = scratch_dir(name, sources, tests)
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    # one pytest session per mutant: migrate the metadata DB once, copy it per session (tests/conftest.py)
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", ICEPROD_TEST_DB_TEMPLATE=str(work / "template.db"))
     print(f"== {name}: mutating {sources} against {tests}", flush=True)
     started = time.monotonic()
     run = subprocess.run(

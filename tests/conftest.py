@@ -7,6 +7,7 @@ subprocess the tests start sees the same temporary Airflow.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,12 +40,37 @@ def airflow_home() -> Path:
     return _AIRFLOW_HOME
 
 
+#: ``make mutation`` runs one pytest session per mutant: there the DB is migrated once into this file
+#: and each session starts from a copy of it (see ``scripts/mutation.py``).
+DB_TEMPLATE_ENV = "ICEPROD_TEST_DB_TEMPLATE"
+
+
+def _migrate(db: Path) -> None:
+    """The real ``airflow db migrate`` of the SQLite DB ``db``."""
+    airflow = Path(sys.executable).with_name("airflow")
+    env = dict(os.environ, AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{db}")
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=env)
+
+
 @pytest.fixture(scope="session")
 def airflow_db(airflow_home: Path) -> Path:
-    """Migrate the SQLite metadata DB once per session with the real ``airflow db migrate``."""
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
-    return airflow_home / "airflow.db"
+    """Migrate the SQLite metadata DB once per session with the real ``airflow db migrate``.
+
+    With ``ICEPROD_TEST_DB_TEMPLATE`` set, the migration runs once into that file (when it is not
+    there yet) and the session's DB is a fresh copy of it.
+    """
+    db = airflow_home / "airflow.db"
+    template = os.environ.get(DB_TEMPLATE_ENV)
+    if not template:
+        _migrate(db)
+        return db
+    template_db = Path(template)
+    if not template_db.exists():
+        partial = template_db.with_name(f".{template_db.name}.{os.getpid()}")
+        _migrate(partial)
+        os.replace(partial, template_db)
+    shutil.copyfile(template_db, db)
+    return db
 
 
 @pytest.fixture(autouse=True)
