@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from auth_helpers import FAST_RETRY, settings_for
 
-from airflow_provider_iceprod.auth.cache import TOKEN_CACHE, TokenCache
+from airflow_provider_iceprod.auth.cache import TokenCache
 from airflow_provider_iceprod.auth.keepalive import keep_alive
-from airflow_provider_iceprod.auth.oidc import clear_discovery_cache
 from airflow_provider_iceprod.auth.provider import TokenProvider
 from airflow_provider_iceprod.auth.state import (
     MemoryTokenStateStore,
@@ -28,36 +28,22 @@ from airflow_provider_iceprod.auth.state_stores import (
 )
 from airflow_provider_iceprod.auth.tokens import TokenState, fingerprint
 from airflow_provider_iceprod.exceptions import IceProdAuthError, IceProdTransientError
-from airflow_provider_iceprod.retry import RetrySettings
-from airflow_provider_iceprod.settings import ConnectionSettings
 from airflow_provider_iceprod.testing import LocalIceProd
 
-RETRY = RetrySettings(retry_limit=2, retry_delay=0.01, max_delay=0.05, timeout=5.0)
 ISSUER, CLIENT = "https://issuer.example/realms/x", "iceprod-public"
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("AIRFLOW_ICEPROD_LOCK_DIR", str(tmp_path / "locks"))
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This test's own state dir and no process context (caches and locks: ``conftest.py``)."""
     monkeypatch.setenv("AIRFLOW_ICEPROD_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.delenv("_AIRFLOW_PROCESS_CONTEXT", raising=False)
-    TOKEN_CACHE.clear()
-    clear_discovery_cache()
-    yield
-    TOKEN_CACHE.clear()
 
 
 @pytest.fixture
 def ip() -> Iterator[LocalIceProd]:
     with LocalIceProd(rotate_refresh_tokens=True, materialize_interval=None) as server:
         yield server
-
-
-def settings(
-    ip: LocalIceProd, token: str | None, conn_id: str = "iceprod_state", **extra
-) -> ConnectionSettings:
-    fields = {**ip.connection_extra(token), **extra}
-    return ConnectionSettings.from_fields(conn_id, ip.api_url, None, fields)
 
 
 def state(token: str, generation: int, base: str = "base", base_saved_at: float = 0.0) -> TokenState:
@@ -165,7 +151,9 @@ def test_a_failed_overlay_read_sends_no_grant(ip: LocalIceProd, monkeypatch: pyt
 
     monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", HiccupComms(), raising=False)
     base = ip.issue_refresh_token("alice")
-    p = TokenProvider(settings(ip, base), retry=RETRY, state_store=VariableTokenStateStore("iceprod_hiccup"))
+    p = TokenProvider(
+        settings_for(ip, base), retry=FAST_RETRY, state_store=VariableTokenStateStore("iceprod_hiccup")
+    )
     with pytest.raises(IceProdTransientError):
         p.get_token()
     assert ip.counters.grant_requests["refresh_token"] == 0
@@ -177,7 +165,7 @@ def test_the_overlay_is_preferred_when_it_descends_from_the_login_whatever_the_c
 ) -> None:
     # A worker whose clock is behind wrote the overlay: its saved_at is older than the login's.
     base = ip.issue_refresh_token("alice")
-    first = TokenProvider(settings(ip, base), retry=RETRY, state_store=MemoryTokenStateStore())
+    first = TokenProvider(settings_for(ip, base), retry=FAST_RETRY, state_store=MemoryTokenStateStore())
     first.get_token()
     rotated = first.state_store.load()
     skewed = TokenState(
@@ -185,8 +173,8 @@ def test_the_overlay_is_preferred_when_it_descends_from_the_login_whatever_the_c
     )
     ip.reset_counters()
     later = TokenProvider(
-        settings(ip, base, refresh_token_saved_at=2_000_000_000.0),
-        retry=RETRY,
+        settings_for(ip, base, refresh_token_saved_at=2_000_000_000.0),
+        retry=FAST_RETRY,
         state_store=MemoryTokenStateStore(skewed),
         cache=TokenCache(),
     )
@@ -198,14 +186,14 @@ def test_the_overlay_is_preferred_when_it_descends_from_the_login_whatever_the_c
 def test_after_invalid_grant_a_new_login_in_the_connection_is_picked_up(ip: LocalIceProd) -> None:
     """A long-running triggerer keeps the old session; someone runs `airflow-iceprod login`."""
     old = ip.issue_refresh_token("alice")
-    p = TokenProvider(settings(ip, old), retry=RETRY, state_store=MemoryTokenStateStore())
+    p = TokenProvider(settings_for(ip, old), retry=FAST_RETRY, state_store=MemoryTokenStateStore())
     p.get_token()
     new_login = ip.issue_refresh_token("alice")
-    connection = {"now": settings(ip, new_login)}
+    connection = {"now": settings_for(ip, new_login)}
     p._reload = lambda: connection["now"]
     ip.revoke_all("alice")  # the old session ends (idle timeout, revocation) ...
     new_login = ip.issue_refresh_token("alice")  # ... and the login created a new one
-    connection["now"] = settings(ip, new_login)
+    connection["now"] = settings_for(ip, new_login)
     p.invalidate()  # IceProd rejected the old session's access token
     p.get_token()
     assert p.settings.refresh_token == new_login
@@ -215,8 +203,8 @@ def test_after_invalid_grant_a_new_login_in_the_connection_is_picked_up(ip: Loca
 def test_keep_alive_fails_loudly_when_the_rotated_token_could_not_be_saved(ip: LocalIceProd) -> None:
     # Outside a task, the Task SDK store cannot write: the rotated token lives in memory only.
     p = TokenProvider(
-        settings(ip, ip.issue_refresh_token("alice")),
-        retry=RETRY,
+        settings_for(ip, ip.issue_refresh_token("alice")),
+        retry=FAST_RETRY,
         state_store=VariableTokenStateStore("iceprod_unsaved"),
     )
     with pytest.raises(IceProdAuthError, match="could not be saved"):
