@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_iceprod.models import DatasetProgress
+
 DAGS = Path(__file__).resolve().parents[1] / "integration" / "dags"
 
 TRAYS = [{"modules": [{"src": "/usr/bin/true"}]}]
@@ -19,6 +21,23 @@ TWO_TASKS = {
     ],
 }
 NOT_A_DATASET = "ffffffffffffffffffffffffffffffff"
+DS = "0123456789abcdef0123456789abcdef"
+
+
+def progress(
+    status="processing", jobs=None, tasks=None, *, truncated=False, jobs_submitted=4, tasks_per_job=2
+) -> DatasetProgress:
+    """A reading of dataset 7 (``DS``) for the pure wait tests: its status and job/task counts."""
+    return DatasetProgress(
+        dataset_id=DS,
+        dataset=7,
+        status=status,
+        truncated=truncated,
+        jobs_submitted=jobs_submitted,
+        tasks_submitted=jobs_submitted * tasks_per_job,
+        job_counts=dict(jobs or {}),
+        task_counts=dict(tasks or {}),
+    )
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> None:

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
+from wait_helpers import DS, progress
 
 from airflow_provider_iceprod.exceptions import (
     IceProdAuthError,
@@ -26,23 +27,6 @@ from airflow_provider_iceprod.waiting import (
     status_ends_wait,
     with_failed_task_names,
 )
-
-DS = "0123456789abcdef0123456789abcdef"
-
-
-def progress(
-    status="processing", jobs=None, tasks=None, *, truncated=False, jobs_submitted=4, tasks_per_job=2
-):
-    return DatasetProgress(
-        dataset_id=DS,
-        dataset=7,
-        status=status,
-        truncated=truncated,
-        jobs_submitted=jobs_submitted,
-        tasks_submitted=jobs_submitted * tasks_per_job,
-        job_counts=dict(jobs or {}),
-        task_counts=dict(tasks or {}),
-    )
 
 
 def test_options_validate_and_round_trip():

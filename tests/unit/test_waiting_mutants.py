@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
+from wait_helpers import DS
+from wait_helpers import progress as _p
 
 from airflow_provider_iceprod.models import DatasetProgress
 from airflow_provider_iceprod.wait_progress import eta_seconds
 from airflow_provider_iceprod.waiting import WaitOptions, WaitState, evaluate
-
-DS = "0123456789abcdef0123456789abcdef"
 
 
 def _progress(complete: int, total: int = 100) -> DatasetProgress:
@@ -31,19 +31,6 @@ def _progress(complete: int, total: int = 100) -> DatasetProgress:
 
 
 # ------------------------------------------------ found by `make mutation` (mutmut on waiting.py)
-
-
-def _p(status="processing", jobs=None, tasks=None, *, truncated=False, jobs_submitted=4) -> DatasetProgress:
-    return DatasetProgress(
-        dataset_id=DS,
-        dataset=7,
-        status=status,
-        truncated=truncated,
-        jobs_submitted=jobs_submitted,
-        tasks_submitted=jobs_submitted * 2,
-        job_counts=dict(jobs or {}),
-        task_counts=dict(tasks or {}),
-    )
 
 
 def test_every_verdict_names_its_outcome_status_and_dataset() -> None:
