@@ -141,3 +141,27 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, interval: f
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(interval)
+
+
+class TaskStateStore:
+    """A task state store (``get``/``set``/``delete``, as ``context["task_state_store"]`` on Airflow
+    3.3+) that fails with ``OSError`` in the calls named in ``fail`` (e.g. ``"get set"``)."""
+
+    def __init__(self, fail: str = "") -> None:
+        self.data: dict[str, Any] = {}
+        self.fail = fail
+
+    def get(self, key: str) -> Any:
+        if "get" in self.fail:
+            raise OSError("store down")
+        return self.data.get(key)
+
+    def set(self, key: str, value: Any) -> None:
+        if "set" in self.fail:
+            raise OSError("store down")
+        self.data[key] = value
+
+    def delete(self, key: str) -> None:
+        if "delete" in self.fail:
+            raise OSError("store down")
+        self.data.pop(key, None)

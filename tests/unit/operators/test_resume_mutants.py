@@ -13,6 +13,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from operator_helpers import TaskStateStore
+from wait_helpers import hook as fast_hook
 
 from airflow_provider_iceprod.exceptions import IceProdTransientError
 from airflow_provider_iceprod.models import DatasetProgress, SubmitResult
@@ -30,29 +32,6 @@ from airflow_provider_iceprod.operators._resume import (
 )
 
 LOG = logging.getLogger("resume-test")
-
-
-class Store:
-    """A task state store (``get``/``set``/``delete``), optionally failing."""
-
-    def __init__(self, fail: str = "") -> None:
-        self.data: dict[str, Any] = {}
-        self.fail = fail
-
-    def get(self, key: str) -> Any:
-        if "get" in self.fail:
-            raise OSError("store down")
-        return self.data.get(key)
-
-    def set(self, key: str, value: Any) -> None:
-        if "set" in self.fail:
-            raise OSError("store down")
-        self.data[key] = value
-
-    def delete(self, key: str) -> None:
-        if "delete" in self.fail:
-            raise OSError("store down")
-        self.data.pop(key, None)
 
 
 # -- the marker -----------------------------------------------------------------------------------
@@ -87,7 +66,7 @@ def test_the_marker_of_a_context_uses_its_task_instance() -> None:
 
 
 def test_values_round_trip_and_empty_ones_are_absent() -> None:
-    store = Store()
+    store = TaskStateStore()
     state = SubmitState({"task_state_store": store}, LOG)
     assert state.available
     state.set(REQUEST_ID_KEY, "req1")
@@ -117,14 +96,14 @@ def test_without_a_store_nothing_is_kept_and_nothing_fails() -> None:
 
 def test_before_airflow_3_3_the_store_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_resume, "AIRFLOW_V_3_3_PLUS", False)
-    store = Store()
+    store = TaskStateStore()
     state = SubmitState({"task_state_store": store}, LOG)
     state.set(REQUEST_ID_KEY, "x")
     assert not state.available and store.data == {}
 
 
 def test_store_failures_are_warnings_and_a_failed_read_makes_it_unavailable(caplog) -> None:
-    store = Store(fail="get set delete")
+    store = TaskStateStore(fail="get set delete")
     state = SubmitState({"task_state_store": store}, LOG)
     with caplog.at_level(logging.WARNING, logger="resume-test"):
         state.set(REQUEST_ID_KEY, "x")
@@ -141,7 +120,7 @@ def test_store_failures_are_warnings_and_a_failed_read_makes_it_unavailable(capl
 
 
 def test_a_failed_send_time_write_stops_the_submit_with_a_clear_error() -> None:
-    state = SubmitState({"task_state_store": Store(fail="set")}, LOG)
+    state = SubmitState({"task_state_store": TaskStateStore(fail="set")}, LOG)
     with pytest.raises(IceProdTransientError) as raised:
         state.set_time(SENT_AT_KEY, 1.0)
     assert str(raised.value) == (
@@ -181,18 +160,12 @@ def test_which_existing_datasets_are_kept() -> None:
 # -- on the stand-in: reattach and supersede ------------------------------------------------------
 
 
-def _hook() -> Any:
-    from airflow_provider_iceprod.hooks.iceprod import IceProdHook
-
-    return IceProdHook("iceprod_default", retry_limit=1, retry_delay=0.01, poll_interval=0.05)
-
-
 def test_a_stored_dataset_id_is_reattached_with_the_stored_request(iceprod_connection: Any) -> None:
     ip = iceprod_connection
     dataset_id = ip.create_dataset(description="mine")
-    store = Store()
+    store = TaskStateStore()
     state = SubmitState({"task_state_store": store}, LOG)
-    hook = _hook()
+    hook = fast_hook()
     assert reattach_from_state(hook, state, LOG) is None  # nothing stored
     store.data[DATASET_ID_KEY] = dataset_id
     number = ip.dataset(dataset_id)["dataset"]
@@ -208,11 +181,11 @@ def test_a_stored_dataset_id_is_reattached_with_the_stored_request(iceprod_conne
 
 def test_a_stored_dataset_that_is_gone_is_forgotten(iceprod_connection: Any, caplog) -> None:
     missing = "0" * 31 + "9"
-    store = Store()
+    store = TaskStateStore()
     store.data[DATASET_ID_KEY] = missing
     state = SubmitState({"task_state_store": store}, LOG)
     with caplog.at_level(logging.WARNING, logger="resume-test"):
-        assert reattach_from_state(_hook(), state, LOG) is None
+        assert reattach_from_state(fast_hook(), state, LOG) is None
     assert DATASET_ID_KEY not in store.data
     assert caplog.messages[0].startswith(f"The dataset {missing} stored by an earlier try cannot be read (")
     assert caplog.messages[0].endswith("); looking it up by marker.")
@@ -221,7 +194,7 @@ def test_a_stored_dataset_that_is_gone_is_forgotten(iceprod_connection: Any, cap
 def test_supersede_retires_only_this_marker(iceprod_connection: Any, caplog) -> None:
     ip = iceprod_connection
     dataset_id = ip.create_dataset(description="run [airflow:abc] and [airflow:other]")
-    hook = _hook()
+    hook = fast_hook()
     with caplog.at_level(logging.INFO, logger="resume-test"):
         supersede(hook, dataset_id, "abc", LOG)
     assert ip.dataset(dataset_id)["description"] == "run [airflow-superseded:abc] and [airflow:other]"
