@@ -92,6 +92,9 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
 #: trampolines import mutmut into every mutated module.
 DESELECT = ["tests/unit/test_retry.py::test_retry_module_is_pure"]
 
+#: Collected last by mutmut's fork server, so each mutant's process does not import Airflow anew.
+WARMUP = "tests/helpers/mutation_warmup.py"
+
 MUTMUT_STATUSES = ("killed", "survived", "no tests", "timeout", "suspicious", "skipped", "not checked")
 
 
@@ -115,7 +118,7 @@ def scratch_dir(name: str, sources: list[str], tests: list[str]) -> Path:
         "[tool.mutmut]",
         f'source_paths = ["{PACKAGE}"]',
         f"only_mutate = {json.dumps([f'{PACKAGE}/{s}' for s in sources])}",
-        f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
+        f"pytest_add_cli_args_test_selection = {json.dumps([*tests, WARMUP])}",
         "pytest_add_cli_args = "
         + json.dumps(["-x", "-q", "-p", "no:cacheprovider", "-p", "no:cov", "-W", "ignore", *deselect]),
         'also_copy = ["tests", "example_dags", "pyproject.toml"]',

@@ -173,6 +173,30 @@ def test_the_default_store_for_each_context(monkeypatch: pytest.MonkeyPatch, tmp
     assert type(nowhere) is VariableTokenStateStore and nowhere.conn_id == "c"
 
 
+def test_the_default_stores_file_copy_is_per_connection_issuer_and_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another connection, issuer or client never reads the rotated token of this one."""
+
+    def copy(conn_id: str, issuer: str = ISSUER, client: str = CLIENT) -> FileTokenStateStore:
+        store = default_state_store(conn_id, issuer, client)
+        return store if isinstance(store, FileTokenStateStore) else store.local  # type: ignore[attr-defined]
+
+    mine = copy("c")
+    assert mine == FileTokenStateStore.for_connection("c", ISSUER, CLIENT)
+    assert mine.save(_state()) is True
+    assert copy("c").load() == _state()
+    assert [
+        other.load() for other in (copy("d"), copy("c", issuer=ISSUER + "2"), copy("c", client="other"))
+    ] == [
+        None,
+        None,
+        None,
+    ]
+    monkeypatch.setenv("_AIRFLOW_PROCESS_CONTEXT", "server")  # the layered store's copy: the same file
+    assert copy("c") == mine and copy("d").load() is None
+
+
 # -- the Variable through the Task SDK --------------------------------------------------------------
 
 
