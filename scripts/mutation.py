@@ -127,6 +127,10 @@ def scratch_dir(name: str, sources: list[str], tests: list[str]) -> Path:
         # the process that ran them), the thread pools of asgiref/asyncio are copied without their
         # threads, and every mutant reaching an `await _in_thread(...)` hangs until the time limit.
         'process_isolation = "forkserver"',
+        # mutmut stops a mutant after 15 x (its tests' time + this) s of wall time and counts a
+        # "timeout" as killed: 5 s instead of 1 s so a busy machine does not end a slow session
+        # that would have passed (a mutant that really loops costs 75 s more).
+        "timeout_constant = 5.0",
         "",
     ]
     (work / "pyproject.toml").write_text("\n".join(lines))
