@@ -114,6 +114,14 @@ def test_overlay_round_trip_through_the_execution_api(task_comms: None) -> None:
     assert "refresh-token-value-123456" not in value and "access-token-value-654321" not in value
 
 
+def test_clearing_the_overlay_deletes_its_variable(task_comms: None) -> None:
+    store = VariableTokenStateStore("cleared")
+    state = TokenState("refresh-token-cleared-123", 1.0, "https://issuer/realm", "iceprod-public", "")
+    assert store.save(state) is True and store.load() == state
+    store.clear()
+    assert store.load() is None and _db_row(store.key) is None
+
+
 async def test_async_overlay_round_trip(task_comms: None) -> None:
     store = VariableTokenStateStore("roundtrip_async")
     state = TokenState("refresh-token-async-987654", 99.0, "https://issuer/realm", "iceprod-public", "")

@@ -392,7 +392,7 @@ def _db_row(key: str) -> tuple[str | None, str | None] | None:
         return None if row is None else (row.val, row.description)
 
 
-async def test_the_db_store_describes_its_variable_and_repairs_a_masked_one(airflow_db: Path) -> None:
+async def test_the_db_store_describes_its_variable_and_repairs_a_masked_one(airflow_db: Path, caplog) -> None:
     store = DbTokenStateStore("iceprod_db_mut")
     store.clear()
     assert await store.asave(_state("db-token-gen-1", 1)) is True
@@ -409,8 +409,19 @@ async def test_the_db_store_describes_its_variable_and_repairs_a_masked_one(airf
 
     with create_session() as session:
         session.scalar(select(Variable).where(Variable.key == store.key)).val = "***"
-    assert store.load() is None
-    assert store.save(_state("db-token-gen-0", 0)) is True
+    where = "IceProd token-state overlay in Variable iceprod_token_state__iceprod_db_mut"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert store.load() is None
+    assert [m for m in caplog.messages if m.startswith("Ignoring")] == [
+        f"Ignoring the {where} in the metadata DB: it is not valid JSON of the expected shape"
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert store.save(_state("db-token-gen-0", 0)) is True  # the save names the Variable too
+    assert [m for m in caplog.messages if m.startswith("Ignoring")] == [
+        f"Ignoring the {where}: it is not valid JSON of the expected shape"
+    ]
     assert store.load() == _state("db-token-gen-0", 0)
     assert store.save(_state("db-token-gen-5", 5)) is True
     assert store.load() == _state("db-token-gen-5", 5)
@@ -493,8 +504,49 @@ async def test_the_file_store_round_trip_and_failures(tmp_path: Path, caplog) ->
     assert caplog.messages[-1].startswith(
         f"IceProd connection 'c': could not save the rotated refresh token to {store.path} ("
     )
-    assert "file-token-gen-3" not in caplog.text
+    assert "(IsADirectoryError: " in caplog.messages[-1] and "file-token-gen-3" not in caplog.text
     assert sorted(p.name for p in store.path.parent.iterdir()) == [store.path.name]
+
+
+def test_the_file_is_written_next_to_itself_not_in_the_temp_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The atomic replace works where the system's temp dir is unusable (or another filesystem)."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-temp-dir"))
+    (tmp_path / "state").mkdir()
+    store = FileTokenStateStore(tmp_path / "state" / "copy.json", "c")
+    assert store.save(_state()) is True
+    assert store.load() == _state()
+    assert [p.name for p in store.path.parent.iterdir()] == ["copy.json"]
+
+
+def test_a_file_save_waits_while_another_writer_holds_the_files_lock(tmp_path: Path) -> None:
+    """Never backwards between processes on this host: a save reads and replaces under the lock."""
+    import threading
+
+    store = FileTokenStateStore(tmp_path / "copy.json", "c")
+    other_writer = FileTokenStateStore(tmp_path / "copy.json", "c")
+    saved: list[bool] = []
+    with other_writer._lock():
+        thread = threading.Thread(target=lambda: saved.append(store.save(_state())))
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive() and not store.path.exists()  # waiting for the lock
+    thread.join(30)
+    assert saved == [True] and store.load() == _state()
+
+
+async def test_async_calls_work_without_asgiref(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off the loop with asyncio's own threads where asgiref (Airflow's) cannot be imported."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "asgiref.sync", None)  # `from asgiref.sync import ...` fails
+    store = FileTokenStateStore(tmp_path / "copy.json", "c")
+    assert await store.asave(_state()) is True
+    assert await LayeredTokenStateStore(MemoryTokenStateStore(), store).asave(_state("t2", 2)) is True
+    assert store.load() == _state("t2", 2)
 
 
 # -- shared store plus file copy --------------------------------------------------------------------
