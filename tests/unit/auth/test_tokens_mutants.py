@@ -202,6 +202,8 @@ def test_an_overlay_without_access_token_stores_no_access_fields() -> None:
 def test_defaults_and_normalisation_when_reading_an_overlay() -> None:
     state = TokenState.from_json({"refresh_token": "  r1 \n", "issuer": "https://issuer/"})
     assert state == TokenState(refresh_token="r1", saved_at=0.0, issuer="https://issuer", client_id="")
+    realm_x = TokenState.from_json({"refresh_token": "r", "issuer": "https://idp/realms/ICEX/"})
+    assert realm_x is not None and realm_x.issuer == "https://idp/realms/ICEX"  # only the slash goes
     assert (state.fingerprint_of_base, state.generation, state.base_saved_at) == ("", 0, 0.0)
     assert (state.access_token, state.access_expires_at, state.access_obtained_at) == ("", 0.0, 0.0)
     nulls = {
