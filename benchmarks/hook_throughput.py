@@ -285,10 +285,10 @@ WHY_ASYNC_TRAILS = """\
 
 Ruled out by measurement (issue 15):
 
-* **Connection churn.** The loop's client keeps its connections: the stand-in accepts at most 8 TCP
+* **Connection churn.** The loop's client keeps its connections: the stand-in accepts at most 4 TCP
   connections per event loop for any number of async calls (test:
   `tests/unit/test_transport.py::test_concurrent_async_calls_share_a_few_keep_alive_connections`),
-  and the pool limits equal the in-flight limit (8), so no request waits for or opens an extra
+  and the pool limits equal the in-flight limit (4), so no request waits for or opens an extra
   connection. (The bare client's *sync* row is the one that opens a connection per call, which is why
   the hook's sync row beats it.)
 * **Nagle / delayed ACK.** anyio (httpx's async network layer), httpcore's sync backend and urllib3 all
@@ -297,7 +297,7 @@ Ruled out by measurement (issue 15):
   client is found without a lock, the first attempt builds no retry policy, the access token comes from
   the process-wide cache. A plain `httpx.AsyncClient` with the same limits and an 8-slot semaphore, no
   hook code at all, measured the same rate and client CPU per call as the hook in the same runs
-  (1.1-1.4 ms per call both).
+  (1.1-1.4 ms per call both, with 8 connections).
 
 The cause: **the async hook is bound by the CPU its event loop's one thread gets.** schedstat shows that
 thread running or runnable about 95-100% of the wall time in the async row: it never waits for the
@@ -314,9 +314,13 @@ gets:
   CPU" column; the bare client's figure also counts its own threads queueing for the client's one
   CPU). So the async ratio depends on how busy the machine is: in exploratory rounds it was 0.45-0.55
   at load 12-14, and 1.1-1.15 at load 3-4 with no process spinning on a CPU.
-* The pool size. With 4 connections (and 4 in flight) the pool's bookkeeping is cheaper (0.75-0.82 ms
-  per call), with 16 dearer (1.1-1.24 ms); 8 was kept, since against a remote IceProd the calls in
-  flight, not client CPU, bound the rate.
+* The pool size. httpcore checks the socket of every idle connection each time it hands one out, so
+  client CPU per call grows with the pool: with 4 connections (and 4 in flight) an async call cost
+  0.75-0.86 ms, with 8 1.0-1.17 ms, with 16 1.1-1.24 ms (same runs, same machine). The pool was 8
+  until 2026-11-30 and is 4 now: the shared poller needs at most 1 list and 4 count requests at a
+  time, and against a remote IceProd 4 requests in flight per event loop are also kinder to its one
+  server process. A fan-out of many async calls against a distant IceProd is bound by latency
+  times 4 in flight; the sync hook (64 connections) via `asyncio.to_thread` is the way to go wider.
 
 Options measured and not taken:
 

@@ -72,8 +72,8 @@ async def test_async_tokens_are_registered_with_the_secret_masker(ip: LocalIcePr
         assert redact(f"token {token}") == "token ***"
 
 
-async def test_at_most_eight_async_requests_in_flight_per_loop(hook: IceProdHook, ip: LocalIceProd) -> None:
-    """The async client lets 8 requests per event loop and origin reach IceProd at once, no more,
+async def test_at_most_four_async_requests_in_flight_per_loop(hook: IceProdHook, ip: LocalIceProd) -> None:
+    """The async client lets 4 requests per event loop and origin reach IceProd at once, no more,
     no fewer; the others queue on the client side."""
     dataset_id = ip.create_dataset(CONFIG, jobs_submitted=1)
     async_hook = IceProdHook(retry_limit=0, timeout=30.0)  # a slow answer is no error here
@@ -86,9 +86,9 @@ async def test_at_most_eight_async_requests_in_flight_per_loop(hook: IceProdHook
             await asyncio.sleep(0.02)
 
     calls = [asyncio.ensure_future(async_hook.aget_dataset(dataset_id)) for _ in range(20)]
-    await asyncio.wait_for(arrived(8), timeout=1.9)  # the first eight arrive before any answer
+    await asyncio.wait_for(arrived(4), timeout=1.9)  # the first four arrive before any answer
     await asyncio.sleep(0.8)  # still inside the 2 s latency: nobody else got through
-    assert ip.counters.get(GET_DATASET) == 8
+    assert ip.counters.get(GET_DATASET) == 4
     results = await asyncio.wait_for(asyncio.gather(*calls), timeout=60)
     assert {r.dataset_id for r in results} == {dataset_id}
     assert ip.counters.get(GET_DATASET) == 20
