@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import hashlib
-import importlib
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
+from airflow_provider_iceprod.async_warmup import warm_async_path
 from airflow_provider_iceprod.triggers.watch_state import WatchState
 
 if TYPE_CHECKING:
@@ -242,8 +242,7 @@ class IceProdDatasetEventTrigger(BaseEventTrigger):
     # ------------------------------------------------------------------------------------ running
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        # the hook's imports (httpx, tenacity, auth) take a moment: not on the triggerer's loop
-        await asyncio.to_thread(importlib.import_module, "airflow_provider_iceprod.hooks.iceprod")
+        await warm_async_path()  # the hook's, auth's and HTTP imports: in a thread, not on the loop
         from airflow_provider_iceprod.triggers.poller import get_poller
 
         poller = get_poller(self.iceprod_conn_id)
