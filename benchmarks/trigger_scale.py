@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,34 @@ class Probe:
             self._task.cancel()
 
 
+class _GcCensus:
+    """Diagnostics: the objects the garbage collector tracks that the waits added, by type.
+
+    ``ICEPROD_BENCH_GC_TYPES=1``: counted after the warm-up, printed to stderr (a full collection
+    walks each of them, so they set the pause while waits start).
+    """
+
+    def __init__(self) -> None:
+        gc.collect()
+        self.before = self._count()
+
+    @staticmethod
+    def _count() -> Counter[str]:
+        return Counter(type(o).__qualname__ for o in gc.get_objects())
+
+    def report(self, variant: str, waits: int) -> None:
+        gc.collect()
+        added = self._count() - self.before
+        total = sum(added.values())
+        print(
+            f"[{variant}] tracked objects: {sum(self.before.values())} before the waits, "
+            f"{total} added ({total / waits:.1f} per wait); gc thresholds {gc.get_threshold()}",
+            file=sys.stderr,
+        )
+        for name, n in added.most_common(25):
+            print(f"  {n / waits:6.2f}  {name}", file=sys.stderr)
+
+
 async def _naive_wait(dataset_id: str, interval: float) -> dict[str, Any]:
     """One request per dataset per interval, each waiter with its own hook (a per-trigger loop)."""
     from airflow_provider_iceprod.hooks.iceprod import IceProdHook
@@ -167,6 +196,7 @@ async def _child_main(
     if memory:
         tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0] if memory else 0
+    census = _GcCensus() if os.environ.get("ICEPROD_BENCH_GC_TYPES") else None
     coalesced = variant.startswith("coalesced")
     wait = _coalesced_wait if coalesced else _naive_wait
     started = loop.time()
@@ -188,6 +218,8 @@ async def _child_main(
     await asyncio.sleep(WARMUP_INTERVALS * interval)
     if os.environ.get("ICEPROD_BENCH_DEBUG"):
         print(f"[{variant}] warm: pollers={len(poller_module.active_pollers())}", file=sys.stderr, flush=True)
+    if census is not None:
+        census.report(variant, len(ids))
     startup_block, startup_no_gc, startup_gc = probe.max_late, probe.max_late_no_gc, probe.max_gc
     await next_tick()
     pipe.send("reset")  # the parent resets the stand-in's counters

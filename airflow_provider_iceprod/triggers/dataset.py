@@ -140,18 +140,13 @@ class IceProdDatasetTrigger(BaseTrigger):
         from airflow_provider_iceprod.triggers.poller import get_poller
 
         poller = get_poller(self.iceprod_conn_id, hook_params=self.hook_params)
-        sub = poller.subscribe(self.dataset_id, self.options)
+        # the deadline is the poller's (one timer for every wait), not an asyncio.timeout per wait
+        sub = poller.subscribe(self.dataset_id, self.options, deadline=self.deadline)
         last_progress = None
         try:
             while True:
-                remaining = None if self.deadline is None else self.deadline - time.time()
-                if remaining is not None and remaining <= 0:
-                    return timeout_event(self.dataset_id, self.deadline or 0.0, last_progress)
                 try:
-                    # not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that arrives
-                    # with an update (the trigger would outlive its cancel), and it costs a task
-                    async with asyncio.timeout(remaining):
-                        update = await sub.get()
+                    update = await sub.get()
                 except TimeoutError:
                     return timeout_event(self.dataset_id, self.deadline or 0.0, last_progress)
                 if update.error is not None:

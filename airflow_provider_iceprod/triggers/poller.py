@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_provider_iceprod.exceptions import IceProdError
 from airflow_provider_iceprod.models import DATASET_STATUSES, DatasetProgress
+from airflow_provider_iceprod.triggers.deadlines import DeadlineTimer
 from airflow_provider_iceprod.triggers.feeds import Feed, FeedSet, Listing
 from airflow_provider_iceprod.triggers.tracking import (
     LIST_KEYS,
@@ -112,6 +113,7 @@ class DatasetPoller:
         self._final: dict[tuple[str, str], asyncio.Task[tuple[dict[str, int], dict[str, int]]]] = {}
         self._tracked: dict[str, Tracked] = {}
         self._task: asyncio.Task[None] | None = None
+        self._deadlines = DeadlineTimer(loop)
         self._finish_sem = asyncio.Semaphore(FINISH_CONCURRENCY)
         self._users: list[str] | None = None  # cached ``users`` filter (None: recompute)
         self._interval = float("inf")  # the shortest poll interval of all subscribers
@@ -122,8 +124,12 @@ class DatasetPoller:
 
     # ------------------------------------------------------------------------------ subscriptions
 
-    def subscribe(self, dataset_id: str, options: WaitOptions) -> Subscription:
-        sub = Subscription(dataset_id, options)
+    def subscribe(self, dataset_id: str, options: WaitOptions, deadline: float | None = None) -> Subscription:
+        """Register a wait. ``deadline``: wall-clock epoch seconds (``time.time()``) after which its
+        :meth:`~Subscription.get` raises ``TimeoutError``; ``None`` waits forever."""
+        when = None if deadline is None else self._loop.time() + (deadline - time.time())
+        sub = Subscription(dataset_id, options, self._loop, when)
+        self._deadlines.add(sub)
         self._subs.setdefault(dataset_id, []).append(sub)
         tracked = self._tracked.setdefault(dataset_id, Tracked())
         tracked.finished_status = None  # a new waiter of a finished dataset hears about it too
@@ -155,6 +161,9 @@ class DatasetPoller:
 
     def unsubscribe(self, sub: Subscription) -> None:
         """Idempotent. The poller stops (and leaves the registry) with its last subscriber."""
+        if not sub.closed:
+            sub.close()
+            self._deadlines.discard(sub)
         subs = self._subs.get(sub.dataset_id)
         if subs and sub in subs:
             subs.remove(sub)
@@ -170,8 +179,8 @@ class DatasetPoller:
     def _subscriptions_changed(self, dataset_id: str) -> None:
         tracked = self._tracked[dataset_id]
         subs = self._subs[dataset_id]
-        tracked.ending = frozenset(
-            s for sub in subs for s in DATASET_STATUSES if status_ends_wait(s, sub.options)
+        tracked.ending = _shared(
+            frozenset(s for sub in subs for s in DATASET_STATUSES if status_ends_wait(s, sub.options))
         )
         tracked.interval = min(sub.options.poll_interval for sub in subs)
         self._users = None
@@ -192,6 +201,7 @@ class DatasetPoller:
             task.cancel()
         for finishing in self._final.values():
             finishing.cancel()
+        self._deadlines.cancel()
 
     # --------------------------------------------------------------------------------------- hook
 
@@ -403,12 +413,20 @@ class DatasetPoller:
             return
         progress = DatasetProgress.from_row(tracked.row, tracked.job_counts, tracked.task_counts)
         for sub in self._subs.get(dataset_id, []):
-            sub.queue.put_nowait(Update(progress, tasks_fresh, jobs_fresh, final=final))
+            sub.put(Update(progress, tasks_fresh, jobs_fresh, final=final))
 
     def _deliver_error(self, ids: set[str], exc: BaseException) -> None:
         for dataset_id in ids:
             for sub in self._subs.get(dataset_id, []):
-                sub.queue.put_nowait(Update(error=exc))
+                sub.put(Update(error=exc))
+
+
+_ENDING_SETS: dict[frozenset[str], frozenset[str]] = {}
+
+
+def _shared(statuses: frozenset[str]) -> frozenset[str]:
+    """One frozenset object per distinct set of statuses (a thousand waits share a handful)."""
+    return _ENDING_SETS.setdefault(statuses, statuses)
 
 
 async def in_steps(items: Iterable[T]) -> AsyncIterator[T]:

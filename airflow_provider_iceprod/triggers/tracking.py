@@ -9,6 +9,7 @@ the wait decides on.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,16 +47,74 @@ class Update:
     final: bool = False
 
 
-@dataclass(eq=False)
 class Subscription:
-    """One wait registered with the poller. Read updates with :meth:`get`."""
+    """One wait registered with the poller: a mailbox of :class:`Update` objects. Read with :meth:`get`.
 
-    dataset_id: str
-    options: Any  # WaitOptions
-    queue: asyncio.Queue[Update] = field(default_factory=asyncio.Queue)
+    Kept small on purpose: a triggerer holds one per deferred task, and every object it keeps
+    alive is walked by each full garbage collection. While idle it holds no container and at
+    most one future (the one :meth:`get` waits on); its deadline lives in the poller's one
+    :class:`~airflow_provider_iceprod.triggers.deadlines.DeadlineTimer`, not in a timer of its own.
+    """
+
+    __slots__ = ("_loop", "_updates", "_waiter", "closed", "dataset_id", "deadline", "expired", "options")
+
+    def __init__(
+        self,
+        dataset_id: str,
+        options: Any,
+        loop: asyncio.AbstractEventLoop,
+        deadline: float | None = None,
+    ) -> None:
+        self.dataset_id = dataset_id
+        self.options = options  # WaitOptions
+        self.deadline = deadline  # event-loop time (loop.time()) at which it expires; None: never
+        self.expired = False  # its deadline passed: get() raises TimeoutError
+        self.closed = False  # unsubscribed: nothing is delivered any more
+        self._loop = loop
+        self._updates: deque[Update] | None = None  # created with the first pending update
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, update: Update) -> None:
+        """Deliver an update (never blocks; the reader gets updates in order)."""
+        if self.closed:
+            return
+        if self._updates is None:
+            self._updates = deque()
+        self._updates.append(update)
+        self._wake()
+
+    def expire(self) -> None:
+        """The deadline passed: the reader's :meth:`get` raises ``TimeoutError``."""
+        if not self.closed:
+            self.expired = True
+            self._wake()
+
+    def close(self) -> None:
+        """Unsubscribed: drop what is pending and deliver nothing more."""
+        self.closed = True
+        self._updates = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def get(self) -> Update:
-        return await self.queue.get()
+        """The next update; ``TimeoutError`` once the deadline has passed (before any pending update)."""
+        while True:
+            if self.expired:
+                raise TimeoutError
+            updates = self._updates
+            if updates:
+                update = updates.popleft()
+                if not updates:
+                    self._updates = None  # an idle wait keeps no container
+                return update
+            waiter = self._waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
 
 
 @dataclass

@@ -373,7 +373,7 @@ async def test_a_cancel_that_arrives_with_an_update_ends_the_trigger(ip, slow):
         (poller,) = active_pollers()
         await asyncio.sleep(0)
         for sub in poller._subs[dataset_id]:
-            sub.queue.put_nowait(Update())  # an update in the same pass as the cancel
+            sub.put(Update())  # an update in the same pass as the cancel
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, 5)
