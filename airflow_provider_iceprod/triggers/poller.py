@@ -54,7 +54,7 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -84,6 +84,8 @@ ACTIVE_STATUSES = ("processing", "suspended", "errors")
 DEFAULT_COUNT_BUDGET = 4
 #: Rows handled between two yields to the event loop.
 YIELD_EVERY = 100
+#: Ids looked up (a dict lookup or a key each) between two yields, for 10,000 waits and more.
+SCAN_EVERY = 2000
 #: Concurrent per-dataset requests (watchers' final counts, failed task names, unlisted datasets).
 FINISH_CONCURRENCY = 4
 #: Final counts remembered for event watchers (one fetch per dataset and status, however many watch).
@@ -116,6 +118,7 @@ class DatasetPoller:
         self._deadlines = DeadlineTimer(loop)
         self._finish_sem = asyncio.Semaphore(FINISH_CONCURRENCY)
         self._users: list[str] | None = None  # cached ``users`` filter (None: recompute)
+        self._owners_changed = 0  # bumped with every reset of _users (a filter computed meanwhile is stale)
         self._interval = float("inf")  # the shortest poll interval of all subscribers
         #: Requests sent, by kind (list, list_complete, get, task_counts, job_counts, by_name).
         self.requests: dict[str, int] = {}
@@ -143,7 +146,7 @@ class DatasetPoller:
         """Register an event watcher: it gets every list answer (:class:`Listing`) of the poller."""
         feed = Feed(users, groups, float(interval))
         self._feeds.add(feed)
-        self._users = None
+        self._forget_users()
         self._interval = min(self._interval, feed.interval)
         self._start()
         return feed
@@ -151,7 +154,7 @@ class DatasetPoller:
     def unwatch(self, feed: Feed) -> None:
         """Idempotent. The poller stops with its last subscriber or feed."""
         if self._feeds.remove(feed):
-            self._users = None
+            self._forget_users()
         if not self._subs and not self._feeds:
             self._stop()
 
@@ -172,7 +175,7 @@ class DatasetPoller:
             else:
                 del self._subs[sub.dataset_id]
                 self._tracked.pop(sub.dataset_id, None)
-                self._users = None
+                self._forget_users()
         if not self._subs and not self._feeds:
             self._stop()
 
@@ -183,7 +186,7 @@ class DatasetPoller:
             frozenset(s for sub in subs for s in DATASET_STATUSES if status_ends_wait(s, sub.options))
         )
         tracked.interval = min(sub.options.poll_interval for sub in subs)
-        self._users = None
+        self._forget_users()
         self._interval = min(self._interval, tracked.interval)  # widened again after each tick
 
     @property
@@ -265,13 +268,19 @@ class DatasetPoller:
                 self._deliver_error(set(self._subs), exc)
                 self._feeds.deliver(Listing(error=exc))
             self.ticks += 1
-            intervals = [t.interval for t in self._tracked.values()]
-            intervals += [f.interval for f in self._feeds.feeds]
-            self._interval = min(intervals, default=60.0)
+            self._interval = await self._shortest_interval()
             elapsed = time.monotonic() - started
             # An outage (the list call keeps failing): back off, one poll for every wait at a time.
             pause = outage_pause(self._interval, self.failed_polls)
             await asyncio.sleep(max(pause - elapsed, 0.0))
+
+    async def _shortest_interval(self) -> float:
+        """The shortest poll interval of every wait and feed (60 s with none), in short steps."""
+        shortest = min((f.interval for f in self._feeds.feeds), default=float("inf"))
+        async for tracked in in_steps(list(self._tracked.values()), SCAN_EVERY):
+            if tracked.interval < shortest:
+                shortest = tracked.interval
+        return 60.0 if shortest == float("inf") else shortest
 
     async def _tick(self) -> None:
         ids = set(self._subs)
@@ -288,7 +297,9 @@ class DatasetPoller:
         changed: list[str] = []
         ending: list[str] = []
         tracked_by_id = self._tracked
-        async for dataset_id, row in in_steps(rows.items()):
+        # popped, not iterated: each answer row no wait keeps is freed in its step, not all at the
+        # end of the tick (freeing ten thousand decoded rows at once holds the loop for ~30 ms)
+        async for dataset_id, row in in_steps(_drain(rows)):
             tracked = tracked_by_id.get(dataset_id)
             if tracked is None:  # its last waiter left while the list was in flight
                 continue
@@ -312,7 +323,13 @@ class DatasetPoller:
             tracked = tracked_by_id.get(dataset_id)  # None: its last waiter left during the tick
             return (tracked.counts_at if tracked is not None else 0.0, dataset_id)
 
-        refresh = heapq.nsmallest(self.count_budget, running, key=oldest_counts_first)
+        # the count_budget oldest, a slice at a time (ten thousand keys at once would block the loop)
+        refresh: list[str] = []
+        for start in range(0, len(running), SCAN_EVERY):
+            if start:
+                await asyncio.sleep(0)
+            candidates = refresh + running[start : start + SCAN_EVERY]
+            refresh = heapq.nsmallest(self.count_budget, candidates, key=oldest_counts_first)
         # Only news wakes a waiter: fresh counts, a changed row, or the end. A thousand idle waits
         # therefore cost a handful of wake-ups per interval, not a thousand.
         # A status that ends a wait is delivered at once, with the last known counts: the list
@@ -326,23 +343,31 @@ class DatasetPoller:
                 self._deliver(dataset_id, False, False)
         await asyncio.gather(*(self._refresh(hook, d, now) for d in refresh))
 
-    def _users_filter(self, ids: set[str]) -> list[str] | None:
+    def _forget_users(self) -> None:
+        self._users = None
+        self._owners_changed += 1
+
+    async def _users_filter(self, ids: set[str]) -> list[str] | None:
         """The owners of the waited datasets and of the feeds (cached until either changes)."""
         if self._users is not None:
             return self._users
         users = self._feeds.users()
         if users is None:
             return None  # a feed watches every owner
-        for dataset_id in ids:
-            row = self._tracked[dataset_id].row if dataset_id in self._tracked else None
+        changes = self._owners_changed
+        async for dataset_id in in_steps(ids, SCAN_EVERY):
+            tracked = self._tracked.get(dataset_id)
+            row = tracked.row if tracked is not None else None
             if not row or not row.get("username"):
                 return None  # an owner is not known yet: list without the users filter this time
             users.add(str(row["username"]))
-        self._users = sorted(users)
-        return self._users
+        found = sorted(users)
+        if changes == self._owners_changed:  # no wait came or went while it was computed
+            self._users = found
+        return found
 
     async def _list(self, hook: IceProdHook, ids: set[str]) -> dict[str, dict[str, Any]] | None:
-        users = self._users_filter(ids)
+        users = await self._users_filter(ids)
         groups = self._feeds.groups_filter(bool(ids))
         keys = list(LIST_KEYS if self._feeds else WAIT_KEYS)  # the smallest answer that serves all
         done: dict[str, dict[str, Any]] | None = None
@@ -351,12 +376,12 @@ class DatasetPoller:
             listed = await hook.alist_datasets(
                 status=list(ACTIVE_STATUSES), users=users, groups=groups, keys=keys
             )
-            rows = {d: listed[d] for d in ids if d in listed}
-            missing = ids - set(rows)
+            rows, missing = await _pick(ids, listed, {})
+            unseen = missing
             if missing or self._feeds.want_complete(listed):
                 self._count("list_complete")
                 done = await hook.alist_datasets(status=["complete"], users=users, groups=groups, keys=keys)
-                rows.update({d: done[d] for d in missing if d in done})
+                _, unseen = await _pick(missing, done, rows)
         except Exception as exc:
             self.failed_polls += 1
             self._deliver_error(ids, exc)
@@ -364,7 +389,7 @@ class DatasetPoller:
             return None
         self.failed_polls = 0
         self._feeds.deliver_lists(listed, done)
-        await asyncio.gather(*(self._lookup_missing(hook, d, rows) for d in ids - set(rows)))
+        await asyncio.gather(*(self._lookup_missing(hook, d, rows) for d in unseen))
         return rows
 
     async def _lookup_missing(
@@ -429,12 +454,31 @@ def _shared(statuses: frozenset[str]) -> frozenset[str]:
     return _ENDING_SETS.setdefault(statuses, statuses)
 
 
-async def in_steps(items: Iterable[T]) -> AsyncIterator[T]:
-    """``items``, yielding to the event loop every :data:`YIELD_EVERY` of them (never a long step)."""
+async def in_steps(items: Iterable[T], every: int = YIELD_EVERY) -> AsyncIterator[T]:
+    """``items``, yielding to the event loop every ``every`` of them (never a long step)."""
     for n, item in enumerate(items, 1):
-        if n % YIELD_EVERY == 0:
+        if n % every == 0:
             await asyncio.sleep(0)
         yield item
+
+
+def _drain(rows: dict[str, dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Empty ``rows`` item by item (the caller's reference to each row is its last)."""
+    while rows:
+        yield rows.popitem()
+
+
+async def _pick(
+    ids: Iterable[str], listed: Mapping[str, dict[str, Any]], rows: dict[str, dict[str, Any]]
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Add the listed rows of ``ids`` to ``rows``; returns it and the ids the list did not have."""
+    missing: list[str] = []
+    async for dataset_id in in_steps(ids, SCAN_EVERY):
+        if dataset_id in listed:
+            rows[dataset_id] = listed[dataset_id]
+        else:
+            missing.append(dataset_id)
+    return rows, missing
 
 
 # ------------------------------------------------------------------------------------ registry
