@@ -595,20 +595,27 @@ def render(results: dict[str, dict[str, Any]], args: argparse.Namespace, elapsed
         "complete until the last event.",
         "* Starting: new waits subscribe through an admission gate, 50 per pass of the event loop, and "
         "the first wait of the process loads the hook, auth and HTTP code and builds its HTTP client in a "
-        "worker thread (`async_warmup.py`). The starting block is dominated by the interpreter's garbage "
-        "collector: the new waits' objects trigger one full (generation 2) collection, which walks every "
-        "object of the process (Airflow alone is ~190,000) while holding the GIL, in whichever thread "
-        "allocates at that moment. The provider cannot make that pause shorter; a triggerer's owner can "
-        "(`gc.freeze()` after start-up moves the start-up heap out of the collector's reach, a "
-        "process-wide choice the provider does not make for its host process: see [Deploying]"
+        "worker thread (`async_warmup.py`). A long starting block is the interpreter's garbage "
+        "collector: a full (generation 2) collection walks every object of the process (Airflow alone is "
+        "~160,000) while holding the GIL, in whichever thread allocates at that moment, and it runs once "
+        "the objects that survived since the previous one exceed a quarter of those it kept. Whether one "
+        "falls inside the start depends on how much of that allowance the process had used before (this "
+        "child starts right after its imports) and on what the new waits keep alive: about 24 tracked "
+        "objects per idle wait, the runner's task and generator included (36 before the waits got a small "
+        "mailbox and one shared deadline timer; `tests/unit/triggers/test_footprint.py` keeps the bound). "
+        "The provider cannot make the collection itself shorter; a triggerer's owner can (`gc.freeze()` "
+        "after start-up moves the start-up heap out of the collector's reach, a process-wide choice the "
+        "provider does not make for its host process: see [Deploying]"
         "(deployment.md#thousands-of-waits-in-one-triggerer-garbage-collector-pauses)). "
         f"What remains without the collection ({c['startup_block_no_gc_ms']:.0f} ms, the 'minus the "
         "garbage collection' row) is the provider's and Airflow's own start-up work (first connection "
-        "lookup, first token, first list of every dataset, subscriptions), "
+        "lookup, whose secrets masking compiles its patterns on the loop, first token, first list of "
+        "every dataset, subscriptions), "
         + (
             "within the 20 ms target."
             if c["startup_block_no_gc_ms"] <= 20
-            else "over the 20 ms target and not yet broken down."
+            else "over the 20 ms target (`ICEPROD_BENCH_SLOW_MS=10` samples the code that runs while the "
+            "loop is late; `ICEPROD_BENCH_GC_TYPES=1` lists what the waits keep)."
         ),
     ]
     frozen = results.get("frozen")
