@@ -48,12 +48,19 @@ def _import_all() -> None:
         _done = True
 
 
-async def warm_async_path() -> None:
-    """Return once the async path's modules are loaded (at once after the first time)."""
+def warming() -> asyncio.Task[None] | None:
+    """The running loop's warm-up job (started on first use), or ``None`` once the path is loaded."""
     if _done:
-        return
+        return None
     loop = asyncio.get_running_loop()
     task = _pending.get(loop)
     if task is None:  # a thousand waits starting together share one thread job
         task = _pending[loop] = loop.create_task(asyncio.to_thread(_import_all))
-    await asyncio.shield(task)
+    return task
+
+
+async def warm_async_path() -> None:
+    """Return once the async path's modules are loaded (at once after the first time)."""
+    task = warming()
+    if task is not None:
+        await asyncio.shield(task)
