@@ -89,11 +89,11 @@ screenshots: install browser
 # here, so the import-cost benchmark can put its operator module side by side with ours.
 bench: install
 	$(BIN)/uv pip install --quiet --python $(BIN)/python apache-airflow-providers-dbt-cloud || true
-	PATH="$(BIN):$$PATH" $(BIN)/python benchmarks/trigger_scale.py --gc-freeze --write docs/performance.md
+	PATH="$(BIN):$$PATH" $(BIN)/python benchmarks/trigger_scale.py --gc-freeze --gc-collect --write docs/performance.md
 	for b in import_cost standin_throughput hook_throughput token_grants event_watchers; do \
 	  PATH="$(BIN):$$PATH" $(BIN)/python benchmarks/$$b.py --write docs/performance.md || exit 1; \
 	done
-	PATH="$(BIN):$$PATH" $(BIN)/python benchmarks/trigger_scale.py --datasets 10000 --coalesced-only --gc-freeze --write docs/performance.md
+	PATH="$(BIN):$$PATH" $(BIN)/python benchmarks/trigger_scale.py --datasets 10000 --coalesced-only --gc-freeze --gc-collect --write docs/performance.md
 
 # Mutation testing (mutmut) of the modules named in scripts/mutation.py, each against its own tests.
 # Not part of `make test`: it takes minutes per module. MODULES="waiting auth.cache" picks some.
