@@ -14,6 +14,15 @@ def sub(loop: asyncio.AbstractEventLoop, deadline: float | None = None) -> Subsc
     return Subscription("d1", None, loop, deadline)
 
 
+async def parked_reader() -> tuple[Subscription, asyncio.Task[Update]]:
+    """A mailbox and a reader already waiting on it."""
+    box = sub(asyncio.get_running_loop())
+    reader = asyncio.create_task(box.get())
+    await asyncio.sleep(0)
+    assert not reader.done() and box._waiter is not None
+    return box, reader
+
+
 async def test_updates_arrive_in_order_and_an_idle_mailbox_keeps_no_container():
     loop = asyncio.get_running_loop()
     box = sub(loop)
@@ -33,10 +42,7 @@ async def test_updates_arrive_in_order_and_an_idle_mailbox_keeps_no_container():
 
 
 async def test_expiry_wakes_the_reader_and_beats_pending_updates():
-    loop = asyncio.get_running_loop()
-    box = sub(loop)
-    reader = asyncio.create_task(box.get())
-    await asyncio.sleep(0)
+    box, reader = await parked_reader()
     box.expire()
     with pytest.raises(TimeoutError):
         await reader
@@ -56,10 +62,7 @@ async def test_a_closed_mailbox_drops_updates_and_ignores_expiry():
 
 
 async def test_a_cancelled_reader_leaves_no_waiter_and_the_next_get_still_works():
-    loop = asyncio.get_running_loop()
-    box = sub(loop)
-    reader = asyncio.create_task(box.get())
-    await asyncio.sleep(0)
+    box, reader = await parked_reader()
     reader.cancel()
     with pytest.raises(asyncio.CancelledError):
         await reader
