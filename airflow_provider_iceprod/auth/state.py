@@ -88,7 +88,7 @@ def read_error(where: str, exc: BaseException) -> IceProdTransientError:
 
 
 def parse_overlay(
-    read: Callable[[], str | None], where: str, errors: type[Exception] = Exception
+    read: Callable[[], str | bytes | None], where: str, errors: type[Exception] = Exception
 ) -> TokenState | None:
     """Read a stored overlay and parse it; a failed read is transient, never "no overlay"."""
     try:

@@ -135,9 +135,11 @@ class FileTokenStateStore:
     def _lock(self) -> Any:
         return file_lock(lock_path(f"state|{self.path}"))
 
-    def _read(self) -> str | None:
+    def _read(self) -> bytes | None:
+        # bytes: a file that is not UTF-8 is a corrupt overlay (ignored with a warning, then
+        # rewritten), not a UnicodeDecodeError out of a refresh
         try:
-            return self.path.read_text(encoding="utf-8")
+            return self.path.read_bytes()
         except FileNotFoundError:
             return None
 

@@ -113,6 +113,20 @@ def test_file_store_is_owner_only_and_never_backwards(tmp_path: Path) -> None:
     assert "file-token" not in store.path.name
 
 
+def test_a_file_that_is_not_utf8_is_ignored_with_a_warning_and_rewritten(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FileTokenStateStore.for_connection("iceprod_garbled", ISSUER, CLIENT)
+    assert store is not None
+    store.path.parent.mkdir(parents=True, exist_ok=True)
+    store.path.write_bytes(b'{"refresh_token": "\xff\xfe broken"}')
+    with caplog.at_level("WARNING"):
+        assert store.load() is None  # not a UnicodeDecodeError out of a refresh
+    assert "not valid JSON" in caplog.text and str(store.path) in caplog.text
+    assert store.save(state("file-token-gen-1", 1))  # the next refresh rewrites it
+    assert store.load().refresh_token == "file-token-gen-1"
+
+
 def test_file_store_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW_ICEPROD_STATE_DIR", "off")
     assert FileTokenStateStore.for_connection("c", ISSUER, CLIENT) is None
