@@ -90,8 +90,9 @@ def gate() -> Admission:
 
 
 async def admit() -> None:
-    """Wait for this pass's batch to have room (returns at once unless a burst is starting), and
-    for the process's async path to be loaded (:func:`~airflow_provider_iceprod.async_warmup.warming`)."""
+    """Wait for this pass's batch to have room (returns at once unless a burst is starting). Returns
+    only once the process's async path is loaded (:func:`~airflow_provider_iceprod.async_warmup.warming`):
+    a caller needs no ``warm_async_path()`` of its own."""
     found = gate()
     warm_up = warming()
     if warm_up is not None:

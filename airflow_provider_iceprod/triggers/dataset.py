@@ -134,8 +134,9 @@ class IceProdDatasetTrigger(BaseTrigger):
         yield TriggerEvent(event)
 
     async def _wait(self) -> dict[str, Any]:
-        await admit()  # a burst of new waits starts a batch per pass of the event loop
-        await warm_async_path()
+        # a burst of new waits starts a batch per pass of the event loop, once the process has
+        # loaded its async path in a thread (admit waits for async_warmup)
+        await admit()
         check_hook_params(self.hook_params)  # no I/O once the hook module is loaded
         from airflow_provider_iceprod.triggers.poller import get_poller
 

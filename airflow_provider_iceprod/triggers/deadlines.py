@@ -52,11 +52,9 @@ class DeadlineTimer:
 
     def cancel(self) -> None:
         """Stop the timer (the poller stopped); pending deadlines are forgotten."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         self._heap.clear()
         self._stale = 0
+        self._arm()  # nothing left: only disarms
 
     def _arm(self) -> None:
         if self._timer is not None:

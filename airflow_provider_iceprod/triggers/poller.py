@@ -376,12 +376,12 @@ class DatasetPoller:
             listed = await hook.alist_datasets(
                 status=list(ACTIVE_STATUSES), users=users, groups=groups, keys=keys
             )
-            rows, missing = await _pick(ids, listed, {})
-            unseen = missing
+            rows: dict[str, dict[str, Any]] = {}
+            unseen = missing = await _pick(ids, listed, rows)
             if missing or self._feeds.want_complete(listed):
                 self._count("list_complete")
                 done = await hook.alist_datasets(status=["complete"], users=users, groups=groups, keys=keys)
-                _, unseen = await _pick(missing, done, rows)
+                unseen = await _pick(missing, done, rows)
         except Exception as exc:
             self.failed_polls += 1
             self._deliver_error(ids, exc)
@@ -470,15 +470,15 @@ def _drain(rows: dict[str, dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any
 
 async def _pick(
     ids: Iterable[str], listed: Mapping[str, dict[str, Any]], rows: dict[str, dict[str, Any]]
-) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """Add the listed rows of ``ids`` to ``rows``; returns it and the ids the list did not have."""
+) -> list[str]:
+    """Add the listed rows of ``ids`` to ``rows``; returns the ids the list did not have."""
     missing: list[str] = []
     async for dataset_id in in_steps(ids, SCAN_EVERY):
         if dataset_id in listed:
             rows[dataset_id] = listed[dataset_id]
         else:
             missing.append(dataset_id)
-    return rows, missing
+    return missing
 
 
 # ------------------------------------------------------------------------------------ registry

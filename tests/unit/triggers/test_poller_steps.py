@@ -31,7 +31,8 @@ async def test_matching_ten_thousand_ids_to_the_list_yields_between_slices():
     ids = [f"{n:032x}" for n in range(10_000)]
     listed = {d: {"status": "processing"} for d in ids[::2]}
     counter = PassCounter()
-    rows, missing = await _pick(ids, listed, {})
+    rows: dict[str, dict] = {}
+    missing = await _pick(ids, listed, rows)
     counter.stop()
     assert len(rows) == 5_000 and missing == ids[1::2]
     assert counter.passes >= 10_000 // SCAN_EVERY - 1  # the loop ran between slices
