@@ -118,6 +118,14 @@ class Side:
     def settle(self) -> None:
         raise NotImplementedError
 
+    def first_jobs(self, dataset_id: str) -> None:
+        """Return once the materialization cron has buffered the dataset's first jobs."""
+        raise NotImplementedError
+
+    def job_count(self, dataset_id: str) -> int:
+        _, jobs = self.api("GET", f"/datasets/{dataset_id}/job_counts/status", who="system")
+        return sum(jobs.values())
+
     def snapshot(self) -> list[dict[str, Any]]:
         """Every dataset (as the system sees them): fields, job and task counts, in creation order."""
         _, found = self.api(
@@ -161,6 +169,13 @@ class StandIn(Side):
                 last, since = now, time.monotonic()
             elif time.monotonic() - since >= quiet_for:
                 return
+            time.sleep(self.standin.grid_tick)
+
+    def first_jobs(self, dataset_id: str) -> None:
+        deadline = time.monotonic() + 30
+        while not self.job_count(dataset_id):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the stand-in buffered no job of {dataset_id} within 30 s")
             time.sleep(self.standin.grid_tick)
 
 
@@ -214,6 +229,11 @@ class RealIceProd(Side):
             if now == last:
                 return
             last = now
+
+    def first_jobs(self, dataset_id: str) -> None:
+        self.command("cron", name="buffer_jobs_tasks")
+        if not self.job_count(dataset_id):
+            raise AssertionError(f"buffer_jobs_tasks buffered no job of {dataset_id}")
 
     def queue(self) -> list[dict[str, Any]]:
         return list(self.command("queue"))

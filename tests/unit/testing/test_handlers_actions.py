@@ -266,6 +266,23 @@ def test_truncate_and_the_materialization_cron(iceprod_bugs: bool) -> None:
             assert jobs == jobs_at_truncate < 4
 
 
+def test_truncating_a_dataset_whose_jobs_are_all_done_completes_it() -> None:
+    """IceProd's ``dataset_completion`` looks at every processing dataset on each pass, so a truncate
+    alone is enough for it to end a dataset whose materialized jobs are all complete."""
+    with LocalIceProd(
+        auto_approve_as="alice", grid_tick=0.02, task_duration=0.02, materialize_interval=None
+    ) as server:
+        alice = Api(server, "alice")
+        dataset_id = alice.submit(jobs=3)
+        rid = alice.ok("POST", "/actions/materialization", {"dataset_id": dataset_id, "num": 1})["result"]
+        assert _final(alice, "materialization", rid)["status"] == "complete"
+        wait_for(lambda: alice.ok("GET", f"/datasets/{dataset_id}/job_counts/status") == {"complete": 1})
+        time.sleep(0.2)  # several grid passes: nothing is left to change the dataset
+        assert alice.ok("GET", f"/datasets/{dataset_id}")["status"] == "processing"
+        alice.ok("POST", f"/datasets/{dataset_id}/dataset_actions/truncate")
+        wait_for(lambda: alice.ok("GET", f"/datasets/{dataset_id}")["status"] == "complete", timeout=5)
+
+
 def test_explicit_materialization_ignores_truncated(iceprod_server: LocalIceProd, alice: Api) -> None:
     iceprod_server.grid.pause()
     body = {
