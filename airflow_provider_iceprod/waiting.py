@@ -31,7 +31,7 @@ No Airflow database access happens here; nothing here sees a token.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_iceprod.models import DATASET_STATUSES, DatasetProgress
@@ -183,22 +183,31 @@ def ride_out(options: WaitOptions, failed_polls: int) -> bool | None:
 class WaitState:
     """What a wait remembers between polls; plain values so it survives serialization.
 
-    ``stall_count``: consecutive polls that looked stalled. ``samples``: ``[time, jobs_complete]``
+    ``stall_count``: consecutive polls that looked stalled. ``samples``: ``(time, jobs_complete)``
     pairs, one per change in the number of complete jobs (a sliding window), for the ETA.
     ``polls``: polls that had counts. ``error_count``: consecutive polls that failed with a
-    transient error. ``eta``: ``[time, seconds]`` of the last ETA (limits how far the next may
-    rise). ``last_key``/``last_logged``: what the last progress line showed and when (the log
-    gets a line only when that changes, or a heartbeat every ``wait_progress.HEARTBEAT_SECONDS``).
+    transient error. ``eta``: ``(time, seconds)`` of the last ETA (limits how far the next may
+    rise), ``()`` before the first. ``last_key``/``last_logged``: what the last progress line showed
+    and when (the log gets a line only when that changes, or a heartbeat every
+    ``wait_progress.HEARTBEAT_SECONDS``).
+
+    ``samples`` and ``eta`` are tuples of floats, which Python's garbage collector does not track:
+    a triggerer keeps one state per deferred task, and a full collection walks every tracked object.
     """
 
     stall_count: int = 0
-    samples: list[list[float]] = field(default_factory=list)
+    samples: tuple[tuple[float, float], ...] = ()
     polls: int = 0
     error_count: int = 0
     idle_since: float | None = None  # when a processing dataset was first seen missing jobs, idle
-    eta: list[float] = field(default_factory=list)
+    eta: tuple[float, float] | tuple[()] = ()
     last_key: str = ""
     last_logged: float = 0.0
+
+    def __post_init__(self) -> None:
+        # callers may hand in lists (as JSON gives them); keep the untracked tuple form
+        self.samples = tuple((float(t), float(c)) for t, c in self.samples)
+        self.eta = (float(self.eta[0]), float(self.eta[1])) if len(self.eta) == 2 else ()
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -218,15 +227,15 @@ class WaitState:
     def from_dict(cls, data: Mapping[str, Any] | None) -> WaitState:
         data = data or {}
         try:
-            samples = [[float(t), float(c)] for t, c in data.get("samples") or []]
-            eta = [float(v) for v in data.get("eta") or []]
+            samples = tuple((float(t), float(c)) for t, c in data.get("samples") or ())
+            eta = tuple(float(v) for v in data.get("eta") or ())
             return cls(
                 stall_count=int(data.get("stall_count", 0)),
                 samples=samples[-MAX_RATE_SAMPLES:],
                 polls=int(data.get("polls", 0)),
                 error_count=int(data.get("error_count", 0)),
                 idle_since=None if data.get("idle_since") is None else float(data["idle_since"]),
-                eta=eta if len(eta) == 2 else [],
+                eta=eta if len(eta) == 2 else (),  # type: ignore[arg-type]  # length checked
                 last_key=str(data.get("last_key") or ""),
                 last_logged=float(data.get("last_logged") or 0.0),
             )
@@ -236,12 +245,11 @@ class WaitState:
     def record_sample(self, now: float, jobs_complete: int) -> None:
         """Remember when the number of complete jobs changed (the first poll is the baseline)."""
         if self.samples and self.samples[-1][1] > jobs_complete:
-            self.samples.clear()  # counts went down (a reset): the old rate means nothing
-            self.eta.clear()
+            self.samples = ()  # counts went down (a reset): the old rate means nothing
+            self.eta = ()
         if self.samples and self.samples[-1][1] == jobs_complete:
             return
-        self.samples.append([float(now), float(jobs_complete)])
-        del self.samples[:-MAX_RATE_SAMPLES]
+        self.samples = (*self.samples, (float(now), float(jobs_complete)))[-MAX_RATE_SAMPLES:]
 
     def rate(self, now: float | None = None) -> float | None:
         """Jobs completed per second over the window (up to ``now``), or None before any finished.
@@ -268,7 +276,7 @@ class WaitState:
             then, previous = self.eta
             expected = max(previous - (now - then), 0.0)
             eta = min(eta, expected + max(ETA_MAX_RISE * expected, ETA_MIN_SLACK))
-        self.eta = [float(now), float(eta)]
+        self.eta = (float(now), float(eta))
 
     def eta_at(self, now: float) -> float | None:
         """The last ETA, counted down to ``now``; None before any job finished during the wait."""

@@ -147,9 +147,12 @@ class IceProdDatasetTrigger(BaseTrigger):
         try:
             while True:
                 try:
-                    update = await sub.get()
+                    update = sub.next_update()
                 except TimeoutError:
                     return timeout_event(self.dataset_id, self.deadline or 0.0, last_progress)
+                if update is None:
+                    await sub.news()  # a future, not a coroutine: an idle wait keeps less
+                    continue
                 if update.error is not None:
                     event = self._on_error(update.error)
                     if event is not None:

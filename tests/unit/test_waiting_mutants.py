@@ -234,8 +234,8 @@ def test_a_garbled_wait_state_says_so_and_a_half_eta_is_dropped() -> None:
     with pytest.raises(ValueError, match=r"^wait_state is not a valid WaitState dict: "):
         WaitState.from_dict({"polls": "many"})
     state = WaitState.from_dict({"eta": [T0]})  # not a [time, seconds] pair: forgotten, not a crash
-    assert state.eta == [] and state.eta_at(T0 + 10) is None
-    state.samples = [[T0, 0.0], [T0 + 100, 10.0]]
+    assert state.eta == () and state.eta_at(T0 + 10) is None
+    state.samples = ((T0, 0.0), (T0 + 100, 10.0))
     state.update_eta(_progress(10), T0 + 100)
     assert state.eta_at(T0 + 100) == pytest.approx(900.0)
 
@@ -250,7 +250,7 @@ def test_the_rate_counts_the_jobs_done_during_the_wait_up_to_now() -> None:
 def test_the_eta_is_the_remaining_jobs_at_the_rate_up_to_now() -> None:
     state = WaitState(samples=[[T0, 0.0], [T0 + 100, 10.0]])
     state.update_eta(_progress(10), T0 + 200)  # 90 jobs left at 10 jobs per 200 s
-    assert state.eta == [T0 + 200, pytest.approx(1800.0)]
+    assert state.eta == (T0 + 200, pytest.approx(1800.0))
     done = WaitState(samples=[[T0, 0.0], [T0 + 100, 100.0]])
     done.update_eta(_progress(100), T0 + 100)
     assert done.eta_at(T0 + 100) == 0.0  # nothing left: no time left
@@ -267,10 +267,10 @@ def test_an_eta_rises_by_a_quarter_of_the_counted_down_one_or_a_minute() -> None
     slow = [[T0, 0.0], [T0 + 100, 1.0]]  # 99 jobs left at 1 per 150 s: a far higher raw ETA
     state = WaitState(samples=[list(s) for s in slow], eta=[T0 + 50, 1000.0])
     state.update_eta(_progress(1), T0 + 150)  # counted down to 900; may rise by 225
-    assert state.eta == [T0 + 150, pytest.approx(1125.0)]
+    assert state.eta == (T0 + 150, pytest.approx(1125.0))
     state = WaitState(samples=[list(s) for s in slow], eta=[T0 + 50, 100.0])
     state.update_eta(_progress(1), T0 + 150)  # counted down to 0; may rise by a minute
-    assert state.eta == [T0 + 150, pytest.approx(60.0)]
+    assert state.eta == (T0 + 150, pytest.approx(60.0))
 
 
 def test_job_counts_alone_feed_the_eta() -> None:
@@ -279,7 +279,7 @@ def test_job_counts_alone_feed_the_eta() -> None:
     for i, complete in enumerate((0, 10)):
         jobs = {"processing": 100 - complete, "complete": complete} if complete else {"processing": 100}
         evaluate(_p(jobs=jobs, jobs_submitted=100), WaitOptions(), state, T0 + 100 * i)
-    assert state.samples == [[T0, 0.0], [T0 + 100, 10.0]]
+    assert state.samples == ((T0, 0.0), (T0 + 100, 10.0))
     assert state.eta_at(T0 + 100) == pytest.approx(900.0)
 
 
