@@ -7,7 +7,9 @@ stand-in's own work never pollutes the figures:
 * **coalesced**: 1,000 ``IceProdDatasetTrigger.run()`` generators, as a triggerer runs them; they
   share the process-wide poller of their connection;
 * **naive**: 1,000 coroutines, each with its own ``IceProdHook``, each sending one
-  ``GET /datasets/{id}`` per interval (what a per-trigger poll loop costs at best).
+  ``GET /datasets/{id}`` per interval (what a per-trigger poll loop costs at best);
+* **baseline**: 1,000 triggers that do nothing (an Airflow ``BaseTrigger`` whose ``run()`` only
+  sleeps), started the same way: what any trigger costs the event loop at this size (start only).
 
 Per variant: IceProd requests per poll interval (steady state, counted by the stand-in), the peak
 memory the waits add (``tracemalloc``, in a separate run because tracing slows everything), the
@@ -17,12 +19,17 @@ complete.
 
     python benchmarks/trigger_scale.py [--datasets 1000] [--interval 1.0] [--intervals 10]
                                        [--write docs/performance.md]
+
+Diagnostics (figures not comparable while on): ``ICEPROD_BENCH_SLOW_MS=10`` samples the code that
+runs while the loop is late, ``ICEPROD_BENCH_GC_TYPES=1`` lists the tracked objects the waits keep,
+``ICEPROD_BENCH_ASYNCIO_DEBUG=1`` has asyncio name every callback that runs over 30 ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import importlib
 import json
@@ -81,6 +88,7 @@ class Probe:
         self.gc_time = 0.0
         self._gc_started = 0.0
         self.samples: list[float] = []
+        self.collections = [0, 0, 0]  # collections per generation while measuring
         self.measuring = False
         self._task: asyncio.Task[None] | None = None
 
@@ -92,10 +100,12 @@ class Probe:
         self.gc_time += spent
         if self.measuring:
             self.max_gc = max(self.max_gc, spent)
+            self.collections[info["generation"]] += 1
 
     def reset(self) -> None:
         self.max_late = self.max_late_no_gc = self.max_gc = 0.0
         self.samples.clear()
+        self.collections = [0, 0, 0]
 
     def start(self) -> None:
         gc.callbacks.append(self._on_gc)
@@ -174,6 +184,35 @@ async def _coalesced_wait(dataset_id: str, interval: float) -> dict[str, Any]:
     return events[0]
 
 
+@functools.cache
+def _sleeping_trigger() -> type:
+    """An Airflow ``BaseTrigger`` that does nothing: its ``run()`` only sleeps."""
+    from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+    class SleepingTrigger(BaseTrigger):
+        def __init__(self, dataset_id: str) -> None:
+            super().__init__()
+            self.dataset_id = dataset_id
+
+        def serialize(self) -> tuple[str, dict[str, Any]]:
+            return ("trigger_scale.SleepingTrigger", {"dataset_id": self.dataset_id})
+
+        async def run(self) -> Any:
+            await asyncio.sleep(3600)
+            yield TriggerEvent({"status": "complete", "dataset_id": self.dataset_id})
+
+    return SleepingTrigger
+
+
+async def _baseline_wait(dataset_id: str, interval: float) -> dict[str, Any]:
+    """The baseline: what any trigger costs the loop at this size, whatever it waits for."""
+    events = [event.payload async for event in _sleeping_trigger()(dataset_id).run()]
+    return dict(events[0])
+
+
+BASELINE = "baseline"
+
+
 async def _child_main(
     variant: str, ids: list[str], interval: float, intervals: int, memory: bool, pipe: Any
 ) -> None:
@@ -186,6 +225,10 @@ async def _child_main(
 
         watch = BlockWatch(float(os.environ["ICEPROD_BENCH_SLOW_MS"]))
         watch.start()
+    if os.environ.get("ICEPROD_BENCH_ASYNCIO_DEBUG"):  # diagnostics: asyncio names callbacks over 30 ms
+        loop.set_debug(True)
+        loop.slow_callback_duration = 0.03
+        logging.getLogger("asyncio").setLevel(logging.WARNING)
     probe = Probe()
     probe.measuring = True
     probe.start()
@@ -199,7 +242,8 @@ async def _child_main(
     base = tracemalloc.get_traced_memory()[0] if memory else 0
     census = _GcCensus() if os.environ.get("ICEPROD_BENCH_GC_TYPES") else None
     coalesced = variant.startswith("coalesced")
-    wait = _coalesced_wait if coalesced else _naive_wait
+    baseline = variant == BASELINE
+    wait = _coalesced_wait if coalesced else _baseline_wait if baseline else _naive_wait
     started = loop.time()
     tasks = []
     for dataset_id in ids:  # as Airflow's TriggerRunner.create_triggers: one trigger per loop pass
@@ -222,6 +266,7 @@ async def _child_main(
     if census is not None:
         census.report(variant, len(ids))
     startup_block, startup_no_gc, startup_gc = probe.max_late, probe.max_late_no_gc, probe.max_gc
+    startup_collections = list(probe.collections)
     await next_tick()
     pipe.send("reset")  # the parent resets the stand-in's counters
     pipe.recv()
@@ -245,7 +290,7 @@ async def _child_main(
     finish = 0.0
     finish_ticks = 0
     events: list[dict[str, Any]] = []
-    if memory:
+    if memory or baseline:  # the baseline's triggers never end by themselves
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -270,6 +315,7 @@ async def _child_main(
                 "startup_block_ms": startup_block * 1000,
                 "startup_block_no_gc_ms": startup_no_gc * 1000,
                 "startup_gc_ms": startup_gc * 1000,
+                "startup_collections": startup_collections,
                 "steady_block_no_gc_ms": steady_no_gc * 1000,
                 "steady_gc_ms": steady_gc * 1000,
                 "finish_intervals": finish_ticks,
@@ -347,8 +393,9 @@ def run_variant(
     ip.grid.task_duration = 3600.0
     ip.reset_counters()
     parent_end, child_end = ctx.Pipe()
+    intervals = 1 if variant == BASELINE else args.intervals  # the baseline only measures its start
     proc = ctx.Process(
-        target=child, args=(variant, ids, args.interval, args.intervals, memory, child_end, args.cpus)
+        target=child, args=(variant, ids, args.interval, intervals, memory, child_end, args.cpus)
     )
     proc.start()
     assert _recv(parent_end, proc) == "reset"
@@ -446,6 +493,11 @@ def main() -> None:
             timing["peak_added_mb"] = mem["peak_added_mb"]
             results[variant] = timing
             print(f"{variant}: {json.dumps(summary(timing))}", flush=True)
+        # side by side: the same start with triggers that do nothing (what any trigger costs at this size)
+        results["baseline"] = combine(
+            [run_variant(ip, BASELINE, ids, args, memory=False) for _ in range(args.repeat)]
+        )
+        print(f"baseline: {json.dumps(startup_summary(results['baseline']))}", flush=True)
         if args.gc_freeze:  # the same waits in a process that froze its start-up heap (timing only)
             frozen = run_variant(ip, "coalesced+gc.freeze", ids, args, memory=False)
             frozen["peak_added_mb"] = None
@@ -496,11 +548,28 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     combined = dict(runs[0])
     for key, value in runs[0].items():
         if key != "grants" and isinstance(value, (int, float)) and not isinstance(value, bool):
-            combined[key] = statistics.median(run[key] for run in runs)
+            middle = statistics.median_low if isinstance(value, int) else statistics.median
+            combined[key] = middle(run[key] for run in runs)
     combined["startup_runs"] = [
-        (run["startup_block_ms"], run["startup_block_no_gc_ms"], run["startup_gc_ms"]) for run in runs
+        (
+            run["startup_block_ms"],
+            run["startup_block_no_gc_ms"],
+            run["startup_gc_ms"],
+            run["startup_collections"],
+        )
+        for run in runs
     ]
     return combined
+
+
+def startup_summary(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "startup_block_ms": round(r["startup_block_ms"], 1),
+        "startup_gc_ms": round(r["startup_gc_ms"], 1),
+        "startup_block_no_gc_ms": round(r["startup_block_no_gc_ms"], 1),
+        "startup_collections": r["startup_collections"],
+        "startup_runs": r.get("startup_runs"),
+    }
 
 
 def summary(r: dict[str, Any]) -> dict[str, Any]:
@@ -513,6 +582,7 @@ def summary(r: dict[str, Any]) -> dict[str, Any]:
         "startup_block_ms": round(r["startup_block_ms"], 1),
         "startup_block_no_gc_ms": round(r["startup_block_no_gc_ms"], 1),
         "startup_gc_ms": round(r["startup_gc_ms"], 1),
+        "startup_collections": r["startup_collections"],
         "steady_block_no_gc_ms": round(r["steady_block_no_gc_ms"], 1),
         "steady_gc_ms": round(r["steady_gc_ms"], 1),
         "finish_intervals": r["finish_intervals"],
@@ -533,6 +603,50 @@ def targets(datasets: int) -> dict[str, float]:
         "finish_intervals": 2,
         "finish_requests": 20,
     }
+
+
+def startup_table(results: dict[str, dict[str, Any]], datasets: int) -> list[str]:
+    """The start of the waits side by side with the same start of triggers that do nothing."""
+
+    def row(label: str, block: float, no_gc: float, gc_ms: float, collections: list[int]) -> str:
+        return f"| {label} | {block:.0f} | {gc_ms:.0f} | {no_gc:.1f} | {collections[2]} |"
+
+    def rows(label: str, r: dict[str, Any]) -> list[str]:
+        runs = r.get("startup_runs") or [
+            (r["startup_block_ms"], r["startup_block_no_gc_ms"], r["startup_gc_ms"], r["startup_collections"])
+        ]
+        if len(runs) == 1:
+            return [row(label, *runs[0])]
+        return [row(f"{label}, process {i}", *run) for i, run in enumerate(runs, 1)]
+
+    c, base = results["coalesced"], results["baseline"]
+    lines = [
+        f"Starting the {datasets:,} waits, side by side in the same run: each process starts them right "
+        "after the same imports, one per pass of the event loop, and the figures cover the start and a "
+        "3-interval warm-up. The baseline is the same number of triggers that do nothing: an Airflow "
+        "`BaseTrigger` whose `run()` only sleeps.",
+        "",
+        "| Start of the waits | Longest block, ms | Longest garbage collection, ms | Longest block minus "
+        "the collection inside it, ms | Full (generation 2) collections |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        *rows("IceProd waits (the table above)", c),
+        *rows("Baseline: triggers that do nothing", base),
+    ]
+    if "frozen" in results:
+        lines += rows("IceProd waits, process that called `gc.freeze()` after its imports", results["frozen"])
+    if "collected" in results:
+        lines += rows(
+            "IceProd waits, process that ran `gc.collect()` after its imports (none due)",
+            results["collected"],
+        )
+    ratio = c["startup_block_ms"] / base["startup_block_ms"] if base["startup_block_ms"] else float("inf")
+    lines += [
+        "",
+        f"Median longest block while starting: IceProd waits {c['startup_block_ms']:.0f} ms, triggers "
+        f"that do nothing {base['startup_block_ms']:.0f} ms ({ratio:.2f}x). Without the collections: "
+        f"{c['startup_block_no_gc_ms']:.1f} ms and {base['startup_block_no_gc_ms']:.1f} ms.",
+    ]
+    return lines
 
 
 def render(results: dict[str, dict[str, Any]], args: argparse.Namespace, elapsed: float) -> str:
@@ -613,6 +727,8 @@ def render(results: dict[str, dict[str, Any]], args: argparse.Namespace, elapsed
         f"| Time to deliver all {args.datasets:,} final events once the datasets complete, s | "
         f"{c['finish_s']:.1f} | {naive('finish_s', '{:.1f}')} | | |",
         "",
+        *startup_table(results, args.datasets),
+        "",
         "Coalesced requests per interval, by route:",
         "",
         "| Route | Per interval |",
@@ -640,9 +756,11 @@ def render(results: dict[str, dict[str, Any]], args: argparse.Namespace, elapsed
         "~160,000) while holding the GIL, in whichever thread allocates at that moment, and it runs once "
         "the objects that survived since the previous one exceed a quarter of those it kept. Whether one "
         "falls inside the start depends on how much of that allowance the process had used before (this "
-        "child starts right after its imports) and on what the new waits keep alive: about 24 tracked "
-        "objects per idle wait, the runner's task and generator included (36 before the waits got a small "
-        "mailbox and one shared deadline timer; `tests/unit/triggers/test_footprint.py` keeps the bound). "
+        "child starts right after its imports; the start table shows the same collection with triggers "
+        "that do nothing at all) and on what the new waits keep alive: about 21 tracked "
+        "objects per idle wait, the runner's task and generator included, against about 18 for a trigger "
+        "that does nothing (36 with a queue and a timer per wait, 24 before the wait state kept its "
+        "samples as tuples; `tests/unit/triggers/test_footprint.py` keeps the bound). "
         "The provider cannot make the collection itself shorter; a triggerer's owner can (`gc.freeze()` "
         "after start-up moves the start-up heap out of the collector's reach, a process-wide choice the "
         "provider does not make for its host process: see [Deploying]"
@@ -658,33 +776,6 @@ def render(results: dict[str, dict[str, Any]], args: argparse.Namespace, elapsed
             "loop is late; `ICEPROD_BENCH_GC_TYPES=1` lists what the waits keep)."
         ),
     ]
-    runs = c.get("startup_runs", [])
-    if len(runs) > 1:
-        each = "; ".join(
-            f"{block:.0f} ms (longest collection {gc_ms:.0f} ms; longest block without one {no_gc:.0f} ms)"
-            for block, no_gc, gc_ms in runs
-        )
-        lines.append(
-            f"* The longest block while starting, in each of the {len(runs)} fresh processes: {each}."
-        )
-    frozen = results.get("frozen")
-    if frozen is not None:
-        lines.append(
-            "* Measured in the same run, the same waits in a process that called `gc.freeze()` after its "
-            f"imports: longest block while starting {frozen['startup_block_ms']:.0f} ms (garbage "
-            f"collection {frozen['startup_gc_ms']:.0f} ms of it), steady state "
-            f"{frozen['steady_block_ms']:.1f} ms."
-        )
-    collected = results.get("collected")
-    if collected is not None:
-        lines.append(
-            "* The best case, measured in the same run: the same waits in a process that had just run a "
-            "full collection (`gc.collect()` after its imports, so none was due): longest block while "
-            f"starting {collected['startup_block_ms']:.0f} ms (garbage collection "
-            f"{collected['startup_gc_ms']:.0f} ms of it), steady state {collected['steady_block_ms']:.1f} ms. "
-            "The table's row is the worst case: a child that starts the waits right after its imports, "
-            "with a full collection nearly due."
-        )
     lines += [
         "* The trade-off of the count budget (stall detection after about "
         "`stall_polls * ceil(N / count_budget)` intervals) is explained in "
