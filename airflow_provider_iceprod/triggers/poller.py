@@ -129,7 +129,7 @@ class DatasetPoller:
 
     def subscribe(self, dataset_id: str, options: WaitOptions, deadline: float | None = None) -> Subscription:
         """Register a wait. ``deadline``: wall-clock epoch seconds (``time.time()``) after which its
-        :meth:`~Subscription.get` raises ``TimeoutError``; ``None`` waits forever."""
+        :meth:`~Subscription.next_update` raises ``TimeoutError``; ``None`` waits forever."""
         when = None if deadline is None else self._loop.time() + (deadline - time.time())
         sub = Subscription(dataset_id, options, self._loop, when)
         self._deadlines.add(sub)

@@ -48,11 +48,13 @@ class Update:
 
 
 class Subscription:
-    """One wait registered with the poller: a mailbox of :class:`Update` objects. Read with :meth:`get`.
+    """One wait registered with the poller: a mailbox of :class:`Update` objects.
+
+    Read with :meth:`next_update`, awaiting :meth:`news` while it has none (or ``await get()``).
 
     Kept small on purpose: a triggerer holds one per deferred task, and every object it keeps
     alive is walked by each full garbage collection. While idle it holds no container and at
-    most one future (the one :meth:`get` waits on); its deadline lives in the poller's one
+    most one future (the one :meth:`news` handed out); its deadline lives in the poller's one
     :class:`~airflow_provider_iceprod.triggers.deadlines.DeadlineTimer`, not in a timer of its own.
     """
 
@@ -84,7 +86,7 @@ class Subscription:
         self._wake()
 
     def expire(self) -> None:
-        """The deadline passed: the reader's :meth:`get` raises ``TimeoutError``."""
+        """The deadline passed: :meth:`next_update` (and so :meth:`get`) raises ``TimeoutError``."""
         if not self.closed:
             self.expired = True
             self._wake()
