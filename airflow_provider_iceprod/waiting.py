@@ -205,9 +205,12 @@ class WaitState:
     last_logged: float = 0.0
 
     def __post_init__(self) -> None:
-        # callers may hand in lists (as JSON gives them); keep the untracked tuple form
-        self.samples = tuple((float(t), float(c)) for t, c in self.samples)
-        self.eta = (float(self.eta[0]), float(self.eta[1])) if len(self.eta) == 2 else ()
+        # callers may hand in lists (as JSON gives them): keep the untracked tuple form, the last
+        # MAX_RATE_SAMPLES samples, and an ETA only if it is a (time, seconds) pair
+        samples = tuple((float(t), float(c)) for t, c in self.samples)
+        self.samples = samples[-MAX_RATE_SAMPLES:]
+        eta = tuple(float(v) for v in self.eta)
+        self.eta = eta if len(eta) == 2 else ()  # type: ignore[assignment]  # length checked
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -227,15 +230,13 @@ class WaitState:
     def from_dict(cls, data: Mapping[str, Any] | None) -> WaitState:
         data = data or {}
         try:
-            samples = tuple((float(t), float(c)) for t, c in data.get("samples") or ())
-            eta = tuple(float(v) for v in data.get("eta") or ())
-            return cls(
+            return cls(  # __post_init__ converts and checks samples and eta
                 stall_count=int(data.get("stall_count", 0)),
-                samples=samples[-MAX_RATE_SAMPLES:],
+                samples=tuple(data.get("samples") or ()),
                 polls=int(data.get("polls", 0)),
                 error_count=int(data.get("error_count", 0)),
                 idle_since=None if data.get("idle_since") is None else float(data["idle_since"]),
-                eta=eta if len(eta) == 2 else (),  # type: ignore[arg-type]  # length checked
+                eta=tuple(data.get("eta") or ()),
                 last_key=str(data.get("last_key") or ""),
                 last_logged=float(data.get("last_logged") or 0.0),
             )
