@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from wait_helpers import wait_until
 
 from airflow_provider_iceprod.testing.server import LocalIceProd
 
@@ -172,11 +173,7 @@ class StandIn(Side):
             time.sleep(self.standin.grid_tick)
 
     def first_jobs(self, dataset_id: str) -> None:
-        deadline = time.monotonic() + 30
-        while not self.job_count(dataset_id):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the stand-in buffered no job of {dataset_id} within 30 s")
-            time.sleep(self.standin.grid_tick)
+        wait_until(lambda: self.job_count(dataset_id) > 0, timeout=30, interval=self.standin.grid_tick)
 
 
 class RealIceProd(Side):
